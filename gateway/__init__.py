@@ -1,0 +1,3 @@
+"""TimeTracker Integrations Gateway."""
+
+__version__ = "0.1.0"

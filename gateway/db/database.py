@@ -1,0 +1,108 @@
+"""The async engine, sessions, and the locks that keep several replicas from racing."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import tzinfo
+
+from sqlalchemy import event, inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from gateway.db.models import OPTIONAL_TABLES, AppSettings
+from gateway.timeutil import zone
+
+
+def lock_key(*parts: object) -> int:
+    """A stable signed 64-bit key for pg_advisory_* from any parts."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Database:
+    """One per app. PostgreSQL in production, SQLite for standalone use and tests."""
+
+    def __init__(self, url: str, *, env_tz: str | None = None, echo: bool = False) -> None:
+        self.url = url
+        self.is_postgres = url.startswith("postgresql")
+        kwargs: dict[str, object] = {"echo": echo, "pool_pre_ping": True}
+        if self.is_postgres:
+            kwargs.update(pool_size=10, max_overflow=10)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if not self.is_postgres:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.env_tz = env_tz
+        self.optional_tables: frozenset[str] = frozenset()
+        # SQLite has no advisory locks; a standalone gateway is one process, so these serve.
+        self._local_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def inspect_optional_tables(self) -> None:
+        def _present(sync_conn) -> frozenset[str]:  # type: ignore[no-untyped-def]
+            names = set(inspect(sync_conn).get_table_names())
+            return frozenset(t for t in OPTIONAL_TABLES if t in names)
+
+        async with self.engine.connect() as conn:
+            self.optional_tables = await conn.run_sync(_present)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def xact_lock(self, session: AsyncSession, *parts: object) -> AsyncIterator[None]:
+        """Serialise a transaction on a key, across processes on PostgreSQL.
+
+        The caller commits inside the block; on PostgreSQL the lock ends with the transaction.
+        """
+        key = lock_key(*parts)
+        if self.is_postgres:
+            await session.execute(select(text("pg_advisory_xact_lock(:k)")).params(k=key))
+            yield
+        else:
+            async with self._local_locks[key]:
+                yield
+
+    @asynccontextmanager
+    async def try_session_lock(self, *parts: object) -> AsyncIterator[bool]:
+        """Hold a lock for a long job if free; yields False when another holder has it."""
+        key = lock_key(*parts)
+        if self.is_postgres:
+            async with self.engine.connect() as conn:
+                got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+                await conn.commit()
+                try:
+                    yield bool(got)
+                finally:
+                    if got:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                        await conn.commit()
+        else:
+            lock = self._local_locks[key]
+            if lock.locked():
+                yield False
+                return
+            async with lock:
+                yield True
+
+    async def app_settings(self, session: AsyncSession) -> tuple[tzinfo, int]:
+        """(app timezone, rounding minutes): settings row, else env TZ, else UTC."""
+        row = (await session.execute(select(AppSettings).limit(1))).scalar_one_or_none()
+        env_zone = zone(self.env_tz)
+        if row is None:
+            return env_zone, 1
+        return zone(row.timezone, env_zone), max(int(row.rounding_minutes or 1), 1)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
