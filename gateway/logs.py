@@ -20,7 +20,7 @@ _TOKEN_PATTERNS = [
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 _SECRET_ASSIGN = re.compile(
     r"(?i)\b((?:client_secret|refresh_token|access_token|signing_secret|webhook_secret|"
-    r"bot_token|github_token|password|code)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]{4,}"
+    r"bot_token|github_token|code)[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]{4,}"
 )
 
 

@@ -73,7 +73,7 @@ class Settings:
     github_api_url: str = "https://api.github.com"
     slack_api_url: str = "https://slack.com/api"
     google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
-    google_token_url: str = "https://oauth2.googleapis.com/token"
+    google_token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
     google_revoke_url: str = "https://oauth2.googleapis.com/revoke"
     google_userinfo_url: str = "https://openidconnect.googleapis.com/v1/userinfo"
     google_calendar_api_url: str = "https://www.googleapis.com/calendar/v3"

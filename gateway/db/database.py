@@ -10,7 +10,12 @@ from contextlib import asynccontextmanager
 from datetime import tzinfo
 
 from sqlalchemy import event, inspect, select, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from gateway.db.models import OPTIONAL_TABLES, AppSettings
 from gateway.timeutil import zone

@@ -1,0 +1,173 @@
+"""`python -m gateway [serve|migrate|users create|run-job|rotate-keys]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from gateway import keys
+from gateway.settings import ConfigError, Settings
+
+log = logging.getLogger("gateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the gateway (the default)")
+    sub.add_parser("migrate", help="apply pending database migrations")
+    users = sub.add_parser("users", help="manage users")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    create = users_sub.add_parser("create", help="create a user")
+    create.add_argument("username")
+    create.add_argument("--admin", action="store_true", help="give the user role 'admin'")
+    create.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    job = sub.add_parser("run-job", help="run a scheduled job once, now")
+    job.add_argument("name")
+    sub.add_parser("rotate-keys", help="re-encrypt every stored secret with the primary key")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from gateway.logs import configure_logging
+
+    configure_logging()
+    args = _parser().parse_args(argv)
+    command = args.command or "serve"
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if command == "serve":
+            return serve(settings)
+        if command == "migrate":
+            return asyncio.run(_migrate(settings))
+        if command == "users":
+            return asyncio.run(_users_create(settings, args))
+        if command == "run-job":
+            return asyncio.run(_run_job(settings, args.name))
+        if command == "rotate-keys":
+            return asyncio.run(_rotate_keys(settings))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+async def _prepare(settings: Settings, *, migrate: bool) -> web.Application:
+    """An app with its resources started (database, HTTP client), scheduler off."""
+    from gateway.app import create_app
+
+    app = create_app(settings, start_scheduler=False)
+    if migrate:
+        await _upgrade(app)
+    return app
+
+
+async def _upgrade(app: web.Application) -> None:
+    from gateway.db.migrate import upgrade
+
+    await upgrade(app[keys.DB].engine)
+
+
+async def _migrate(settings: Settings) -> int:
+    app = await _prepare(settings, migrate=True)
+    await app[keys.DB].dispose()
+    print("database is at the latest revision")
+    return 0
+
+
+async def _with_started(app: web.Application, coro_factory):  # type: ignore[no-untyped-def]
+    runner = web.AppRunner(app)
+    await runner.setup()  # runs the cleanup contexts' set-up (database, HTTP client)
+    try:
+        return await coro_factory()
+    finally:
+        await runner.cleanup()
+
+
+async def _users_create(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.users import UserError, create_user
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Repeat: "):
+            print("passwords differ", file=sys.stderr)
+            return 2
+    app = await _prepare(settings, migrate=settings.auto_migrate)
+    try:
+        user_id = await create_user(app[keys.DB], args.username, password, admin=args.admin)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await app[keys.DB].dispose()
+    print(f"created user {args.username.strip().lower()!r} (id {user_id})")
+    return 0
+
+
+async def _run_job(settings: Settings, name: str) -> int:
+    from gateway.scheduler import UnknownJob
+
+    app = await _prepare(settings, migrate=settings.auto_migrate)
+    scheduler = app[keys.SCHEDULER]
+    if name not in scheduler.jobs:
+        known = ", ".join(sorted(scheduler.jobs)) or "none"
+        print(f"error: unknown job {name!r} (known: {known})", file=sys.stderr)
+        await app[keys.DB].dispose()
+        return 2
+    try:
+        report = await _with_started(app, lambda: scheduler.run(name))
+    except UnknownJob:
+        return 2
+    except Exception as exc:  # the job could not run at all: say so, exit non-zero
+        print(f"error: job {name} could not run: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    print(f"{name}: {report.outcome} ({report.succeeded} ok, {report.failed} failed)")
+    return 0
+
+
+async def _rotate_keys(settings: Settings) -> int:
+    from gateway.rotation import rotate_all
+
+    app = await _prepare(settings, migrate=settings.auto_migrate)
+    try:
+        rows, values = await rotate_all(app[keys.DB], app[keys.SECRETS])
+    finally:
+        await app[keys.DB].dispose()
+    print(f"re-encrypted {values} secret value(s) in {rows} integration(s)")
+    return 0
+
+
+def serve(settings: Settings) -> int:
+    from gateway.app import create_app
+    from gateway.users import first_run
+
+    async def build() -> web.Application:
+        app = create_app(settings)
+        db = app[keys.DB]
+        if settings.auto_migrate:
+            await _upgrade(app)
+        password = await first_run(db)
+        if password is not None:
+            log.warning("First run: created user 'admin' with password: %s", password)
+        return app
+
+    log.info("listening on http://%s:%d (public URL %s)", settings.host, settings.port, settings.public_url)
+    web.run_app(build(), host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0

@@ -1,0 +1,144 @@
+"""Cron jobs: a registry, UTC aiocron schedules, one run at a time across replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, TypeVar
+
+import aiocron
+
+from gateway.db.database import Database
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class JobReport:
+    """What one run did. `failed` users were recorded on their own integrations."""
+
+    job: str
+    outcome: str = "success"  # success, partial, error, skipped
+    succeeded: int = 0
+    failed: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+JobFunc = Callable[[], Awaitable[JobReport]]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    spec: str  # cron expression, evaluated in UTC
+    func: JobFunc
+    description: str = ""
+
+
+@dataclass
+class UserOutcome:
+    item: Any
+    ok: bool
+    error: str | None = None
+    result: Any = None
+
+
+async def run_per_user(
+    items: Iterable[T],
+    worker: Callable[[T], Awaitable[Any]],
+    *,
+    concurrency: int,
+    label: Callable[[T], str] = str,
+) -> list[UserOutcome]:
+    """Run worker(item) for every item, at most `concurrency` at once.
+
+    Each item's failure is caught and returned, never propagated: one broken token cannot stop
+    the others. Each worker opens its own database session (sessions are never shared).
+    """
+    semaphore = asyncio.Semaphore(max(concurrency, 1))
+
+    async def guarded(item: T) -> UserOutcome:
+        async with semaphore:
+            try:
+                return UserOutcome(item, True, result=await worker(item))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("job item %s failed: %s", label(item), type(exc).__name__, exc_info=True)
+                return UserOutcome(item, False, error=f"{type(exc).__name__}: {exc}"[:500])
+
+    return list(await asyncio.gather(*(guarded(item) for item in items)))
+
+
+def report_from(job: str, outcomes: list[UserOutcome], **detail: Any) -> JobReport:
+    failed = sum(1 for o in outcomes if not o.ok)
+    succeeded = len(outcomes) - failed
+    outcome = "success" if failed == 0 else ("partial" if succeeded else "error")
+    return JobReport(job=job, outcome=outcome, succeeded=succeeded, failed=failed, detail=detail)
+
+
+class UnknownJob(KeyError):
+    pass
+
+
+class Scheduler:
+    def __init__(self, db: Database, metrics: Metrics) -> None:
+        self.db = db
+        self.metrics = metrics
+        self.jobs: dict[str, Job] = {}
+        self._crons: list[aiocron.Cron] = []
+
+    def register(self, job: Job) -> None:
+        if job.name in self.jobs:
+            raise ValueError(f"job {job.name!r} registered twice")
+        self.jobs[job.name] = job
+
+    async def run(self, name: str) -> JobReport:
+        """Run a job now unless a run of it is under way here or in another process."""
+        job = self.jobs.get(name)
+        if job is None:
+            raise UnknownJob(name)
+        async with self.db.try_session_lock("job", name) as acquired:
+            if not acquired:
+                log.info("job %s skipped: a run is already under way", name)
+                self.metrics.job_runs.labels(name, "skipped").inc()
+                return JobReport(job=name, outcome="skipped")
+            try:
+                report = await job.func()
+            except Exception:
+                log.exception("job %s failed", name)
+                self.metrics.job_runs.labels(name, "error").inc()
+                raise
+        self.metrics.job_runs.labels(name, report.outcome).inc()
+        if report.failed:
+            self.metrics.job_user_failures.labels(name).inc(report.failed)
+        log.info(
+            "job %s: %s (%d ok, %d failed)", name, report.outcome, report.succeeded, report.failed
+        )
+        return report
+
+    async def _tick(self, name: str) -> None:
+        try:
+            await self.run(name)
+        except Exception:  # already logged and counted; a cron tick must not raise into aiocron
+            return
+
+    def start(self) -> None:
+        """Create the cron schedules (UTC) inside the app lifecycle; nothing runs at import."""
+        loop = asyncio.get_running_loop()
+        for job in self.jobs.values():
+            cron = aiocron.Cron(job.spec, self._tick, args=(job.name,), start=False, tz=UTC, loop=loop)
+            cron.start()
+            self._crons.append(cron)
+            log.info("scheduled %s at '%s' UTC", job.name, job.spec)
+
+    async def stop(self) -> None:
+        for cron in self._crons:
+            cron.stop()
+        self._crons.clear()

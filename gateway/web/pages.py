@@ -1,0 +1,116 @@
+"""The browser side: login form, logout, the connector cards page, and who-am-I."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+from sqlalchemy import func, select
+
+from gateway import keys
+from gateway.auth.identity import (
+    CSRF_FIELD,
+    SESSION_CSRF,
+    SESSION_USER,
+    csrf_token,
+    principal_of,
+    protected,
+    resolve,
+)
+from gateway.auth.passwords import check_password
+from gateway.db.models import User
+from gateway.errors import Forbidden
+from gateway.web.jsonio import ok
+
+routes = web.RouteTableDef()
+
+# A hash to check against when the user does not exist, so timing does not reveal usernames.
+_DUMMY_HASH = "pbkdf2:sha256:600000$timing$" + "0" * 64
+
+
+async def _login_page(
+    request: web.Request, *, error: str | None = None, username: str = "", status: int = 200
+) -> web.Response:
+    session = await get_session(request)
+    context = {"csrf_token": csrf_token(session), "error": error, "username": username}
+    return aiohttp_jinja2.render_template("login.html", request, context, status=status)
+
+
+@routes.get("/login", name="login")
+async def login_form(request: web.Request) -> web.StreamResponse:
+    principal = await _resolve_quietly(request)
+    if principal is not None:
+        raise web.HTTPFound(request.app[keys.SETTINGS].path_prefix + "/")
+    return await _login_page(request)
+
+
+@routes.post("/login")
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    session = await get_session(request)
+    given = form.get(CSRF_FIELD)
+    expected = session.get(SESSION_CSRF)
+    if not (isinstance(given, str) and isinstance(expected, str) and hmac.compare_digest(given, expected)):
+        raise Forbidden("Missing or invalid CSRF token: reload the page and try again")
+    username = str(form.get("username") or "").strip().lower()[:80]
+    password = str(form.get("password") or "")
+    db = request.app[keys.DB]
+    async with db.sessions() as s:
+        user = (
+            await s.execute(select(User).where(func.lower(User.username) == username))
+        ).scalar_one_or_none()
+    stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
+    # scrypt/pbkdf2 take tens of milliseconds: keep them off the event loop.
+    valid = await asyncio.to_thread(check_password, stored, password)
+    if user is None or not valid or not username or not password:
+        return await _login_page(
+            request, error="Invalid username or password", username=username, status=401
+        )
+    if not user.is_active:
+        return await _login_page(
+            request, error="This account is inactive", username=username, status=403
+        )
+    # A fresh session on login: no fixation of a session id or CSRF token set before it.
+    session = await new_session(request)
+    session[SESSION_USER] = user.id
+    session["login_at"] = int(time.time())
+    csrf_token(session)
+    raise web.HTTPFound(request.app[keys.SETTINGS].path_prefix + "/")
+
+
+@routes.post("/logout", name="logout")
+@protected(page=True)
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = await get_session(request)
+    session.invalidate()
+    raise web.HTTPFound(request.app[keys.SETTINGS].path_prefix + "/login")
+
+
+@routes.get("/", name="index")
+@protected(page=True)
+async def index(request: web.Request) -> web.StreamResponse:
+    principal = principal_of(request)
+    session = await get_session(request)
+    context = {"csrf_token": csrf_token(session), "user": principal.public()}
+    return aiohttp_jinja2.render_template("cards.html", request, context)
+
+
+@routes.get("/api/session", name="api_session")
+@protected()
+async def api_session(request: web.Request) -> web.StreamResponse:
+    principal = principal_of(request)
+    body: dict[str, object] = {"user": principal.public()}
+    if principal.uses_cookies:
+        body["csrf_token"] = csrf_token(await get_session(request))
+    return ok(**body)
+
+
+async def _resolve_quietly(request: web.Request):  # type: ignore[no-untyped-def]
+    try:
+        return await resolve(request)
+    except Exception:  # an inactive or broken identity simply sees the form
+        return None
