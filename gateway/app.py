@@ -83,7 +83,9 @@ def create_app(
     app[keys.TIMER] = TimerService(db, events)
     app[keys.SCHEDULER] = Scheduler(db, metrics)
     app[keys.TT_COOKIES] = (
-        TimeTrackerCookies(settings.timetracker_secret_key) if settings.timetracker_secret_key else None
+        TimeTrackerCookies(settings.timetracker_secret_key)
+        if settings.timetracker_secret_key
+        else None
     )
     app[keys.CONNECTORS] = {}
 
@@ -137,9 +139,13 @@ def _http_ctx(
     factory: Callable[[], aiohttp.ClientSession] | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        session = factory() if factory else aiohttp.ClientSession(
-            headers={"User-Agent": f"tt-gateway/{__version__}"},
-            timeout=aiohttp.ClientTimeout(total=10),
+        session = (
+            factory()
+            if factory
+            else aiohttp.ClientSession(
+                headers={"User-Agent": f"tt-gateway/{__version__}"},
+                timeout=aiohttp.ClientTimeout(total=10),
+            )
         )
         app[keys.HTTP] = HttpClient(session, app[keys.METRICS])
         yield

@@ -168,6 +168,11 @@ def serve(settings: Settings) -> int:
             log.warning("First run: created user 'admin' with password: %s", password)
         return app
 
-    log.info("listening on http://%s:%d (public URL %s)", settings.host, settings.port, settings.public_url)
+    log.info(
+        "listening on http://%s:%d (public URL %s)",
+        settings.host,
+        settings.port,
+        settings.public_url,
+    )
     web.run_app(build(), host=settings.host, port=settings.port, print=None, access_log=None)
     return 0

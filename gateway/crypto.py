@@ -85,7 +85,9 @@ class SecretBox:
         try:
             return self._all.decrypt(stored[len(PREFIX) :].encode()).decode()
         except (InvalidToken, UnicodeDecodeError):
-            raise SecretError("a stored secret cannot be decrypted with the configured keys") from None
+            raise SecretError(
+                "a stored secret cannot be decrypted with the configured keys"
+            ) from None
 
     def needs_rewrap(self, stored: str | None) -> bool:
         """True for legacy plaintext and for values encrypted with an old key."""

@@ -70,7 +70,9 @@ async def run_per_user(
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("job item %s failed: %s", label(item), type(exc).__name__, exc_info=True)
+                log.warning(
+                    "job item %s failed: %s", label(item), type(exc).__name__, exc_info=True
+                )
                 return UserOutcome(item, False, error=f"{type(exc).__name__}: {exc}"[:500])
 
     return list(await asyncio.gather(*(guarded(item) for item in items)))
@@ -133,7 +135,9 @@ class Scheduler:
         """Create the cron schedules (UTC) inside the app lifecycle; nothing runs at import."""
         loop = asyncio.get_running_loop()
         for job in self.jobs.values():
-            cron = aiocron.Cron(job.spec, self._tick, args=(job.name,), start=False, tz=UTC, loop=loop)
+            cron = aiocron.Cron(
+                job.spec, self._tick, args=(job.name,), start=False, tz=UTC, loop=loop
+            )
             cron.start()
             self._crons.append(cron)
             log.info("scheduled %s at '%s' UTC", job.name, job.spec)

@@ -137,7 +137,9 @@ class Settings:
         if key_file is not None and key is None and not key_file.is_file():
             raise ConfigError("SETTINGS_ENCRYPTION_KEY_FILE", f"no such file: {key_file}")
         old_keys = tuple(
-            k.strip() for k in (env.get("SETTINGS_ENCRYPTION_OLD_KEYS") or "").split(",") if k.strip()
+            k.strip()
+            for k in (env.get("SETTINGS_ENCRYPTION_OLD_KEYS") or "").split(",")
+            if k.strip()
         )
         # Key syntax is checked here so that a typo stops start-up with the variable's name.
         from gateway.crypto import validate_key  # local import: crypto imports nothing of ours

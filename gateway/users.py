@@ -67,7 +67,11 @@ async def create_user(db: Database, username: str, password: str, *, admin: bool
         raise UserError("password: at least 8 characters")
     async with db.engine.begin() as conn:
         table = await _users_table(conn)
-        exists = (await conn.execute(select(func.count()).select_from(table).where(table.c.username == username))).scalar()
+        exists = (
+            await conn.execute(
+                select(func.count()).select_from(table).where(table.c.username == username)
+            )
+        ).scalar()
         if exists:
             raise UserError(f"user {username!r} already exists")
         now = utcnow_naive()
@@ -115,7 +119,9 @@ async def first_run(db: Database) -> str | None:
         return None  # another process won the race
     async with db.sessions() as session:
         has_general = (
-            await session.execute(select(func.count()).select_from(Project).where(Project.name == "General"))
+            await session.execute(
+                select(func.count()).select_from(Project).where(Project.name == "General")
+            )
         ).scalar()
         if not has_general:
             session.add(Project(name="General", status="active", billable=True))

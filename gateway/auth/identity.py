@@ -104,7 +104,9 @@ async def resolve(request: web.Request) -> Principal | None:
             raise Unauthorized("Unsupported Authorization header: use 'Bearer <API token>'")
         async with db.sessions() as s:
             row = (
-                await s.execute(select(ApiToken).where(ApiToken.token_hash == token_hash(token.strip())))
+                await s.execute(
+                    select(ApiToken).where(ApiToken.token_hash == token_hash(token.strip()))
+                )
             ).scalar_one_or_none()
         if row is None or not row.is_active:
             raise Unauthorized("Invalid API token")

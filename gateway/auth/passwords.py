@@ -31,7 +31,10 @@ def _derive(method: str, salt: str, password: str) -> str | None:
             iterations = int(params[1]) if len(params) > 1 else 600_000
         except ValueError:
             return None
-        if digest not in {"sha256", "sha512", "sha1"} or not 0 < iterations <= _MAX_PBKDF2_ITERATIONS:
+        if (
+            digest not in {"sha256", "sha512", "sha1"}
+            or not 0 < iterations <= _MAX_PBKDF2_ITERATIONS
+        ):
             return None
         return hashlib.pbkdf2_hmac(digest, pw, salt_b, iterations).hex()
     return None

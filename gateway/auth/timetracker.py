@@ -26,7 +26,7 @@ class _FlaskTaggedJSON:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, inner), = value.items()
+            ((key, inner),) = value.items()
             if key == " t":
                 return tuple(self._untag(v) for v in inner)
             if key == " b":

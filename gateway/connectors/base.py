@@ -79,7 +79,9 @@ class Config:
 class IntegrationStore:
     """The (provider, user) integration row: race-free creation, locked read-modify-write."""
 
-    def __init__(self, db: Database, secrets: SecretBox, provider: str, name: str, secret_keys: Iterable[str]):
+    def __init__(
+        self, db: Database, secrets: SecretBox, provider: str, name: str, secret_keys: Iterable[str]
+    ):
         self.db = db
         self.secrets = secrets
         self.provider = provider
@@ -151,7 +153,9 @@ class IntegrationStore:
             async with self.db.xact_lock(session, "integration-row", integration_id):
                 row = (
                     await session.execute(
-                        select(Integration).where(Integration.id == integration_id).with_for_update()
+                        select(Integration)
+                        .where(Integration.id == integration_id)
+                        .with_for_update()
                     )
                 ).scalar_one_or_none()
                 if row is None or row.provider != self.provider:

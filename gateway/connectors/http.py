@@ -121,7 +121,9 @@ class HttpClient:
             log.info("%s %s: retrying in %.1f s (attempt %d)", service, method, wait, attempt + 1)
             await self.sleep(wait)
         if self.metrics is not None:
-            outcome = "ok" if result.ok else ("network_error" if result.status is None else "http_error")
+            outcome = (
+                "ok" if result.ok else ("network_error" if result.status is None else "http_error")
+            )
             self.metrics.outbound_requests.labels(service, outcome).inc()
         if result.error is None and not result.ok:
             result.error = _describe_failure(service, result)

@@ -80,7 +80,9 @@ class Database:
         key = lock_key(*parts)
         if self.is_postgres:
             async with self.engine.connect() as conn:
-                got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+                got = (
+                    await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})
+                ).scalar()
                 await conn.commit()
                 try:
                     yield bool(got)

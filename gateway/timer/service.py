@@ -105,7 +105,12 @@ class TimerService:
         return query.order_by(Project.name)
 
     async def usable_project(
-        self, session: AsyncSession, user: User, project_id: object, *, field_name: str = "project_id"
+        self,
+        session: AsyncSession,
+        user: User,
+        project_id: object,
+        *,
+        field_name: str = "project_id",
     ) -> Project:
         pid = _positive_int(project_id, field_name)
         project = (
@@ -204,7 +209,11 @@ class TimerService:
                 await session.commit()
             view = entry_view(entry)
         self._publish(
-            TIMER_STOPPED, view, user, project.name if project else None, task.name if task else None
+            TIMER_STOPPED,
+            view,
+            user,
+            project.name if project else None,
+            task.name if task else None,
         )
         return view
 
@@ -248,7 +257,9 @@ class TimerService:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _task_of(self, session: AsyncSession, project: Project, task_id: object) -> Task | None:
+    async def _task_of(
+        self, session: AsyncSession, project: Project, task_id: object
+    ) -> Task | None:
         if task_id is None or task_id == "":
             return None
         tid = _positive_int(task_id, "task_id")
@@ -279,7 +290,12 @@ def _overlap_seconds(
 ) -> int:
     start = from_wall(entry.start_time, app_tz)
     end = now if entry.end_time is None else from_wall(entry.end_time, app_tz)
-    if entry.end_time is not None and entry.duration_seconds is not None and lo <= start and end <= hi:
+    if (
+        entry.end_time is not None
+        and entry.duration_seconds is not None
+        and lo <= start
+        and end <= hi
+    ):
         return int(entry.duration_seconds)  # wholly inside the day: TimeTracker's own figure
     return max(int((min(end, hi) - max(start, lo)).total_seconds()), 0)
 

@@ -17,9 +17,13 @@ log = logging.getLogger(__name__)
 
 def wants_json(request: web.Request) -> bool:
     path = request.path
-    return path.startswith("/api/") or path in {"/healthz", "/readyz"} or (
-        "application/json" in request.headers.get("Accept", "")
-        and "text/html" not in request.headers.get("Accept", "")
+    return (
+        path.startswith("/api/")
+        or path in {"/healthz", "/readyz"}
+        or (
+            "application/json" in request.headers.get("Accept", "")
+            and "text/html" not in request.headers.get("Accept", "")
+        )
     )
 
 
@@ -52,9 +56,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 @web.middleware
-async def security_headers_middleware(
-    request: web.Request, handler: Handler
-) -> web.StreamResponse:
+async def security_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     settings = request.app[keys.SETTINGS]
     headers = response.headers

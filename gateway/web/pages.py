@@ -54,7 +54,11 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
     given = form.get(CSRF_FIELD)
     expected = session.get(SESSION_CSRF)
-    if not (isinstance(given, str) and isinstance(expected, str) and hmac.compare_digest(given, expected)):
+    if not (
+        isinstance(given, str)
+        and isinstance(expected, str)
+        and hmac.compare_digest(given, expected)
+    ):
         raise Forbidden("Missing or invalid CSRF token: reload the page and try again")
     username = str(form.get("username") or "").strip().lower()[:80]
     password = str(form.get("password") or "")
