@@ -1,0 +1,214 @@
+"""The scheduler and the connector base: per-user isolation, no overlap, locked config writes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway import keys
+from gateway.connectors.base import NOT_CONFIGURED, IntegrationStore
+from gateway.db.models import Integration
+from gateway.errors import NotConfigured
+from gateway.scheduler import Job, JobReport, report_from, run_per_user
+
+
+@pytest.fixture
+async def ready_app(app):  # type: ignore[no-untyped-def]
+    await app[keys.DB].inspect_optional_tables()
+    yield app
+    await app[keys.DB].dispose()
+
+
+def store_for(app, provider: str = "test_connector") -> IntegrationStore:  # type: ignore[no-untyped-def]
+    return IntegrationStore(app[keys.DB], app[keys.SECRETS], provider, "Test", ["api_token"])
+
+
+async def test_run_per_user_isolates_failures_and_bounds_concurrency() -> None:
+    running = 0
+    peak = 0
+
+    async def worker(n: int) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        if n % 3 == 0:
+            raise RuntimeError(f"user {n} token revoked")
+        return n * 2
+
+    outcomes = await run_per_user(range(1, 10), worker, concurrency=3)
+    assert peak == 3
+    assert [o.item for o in outcomes if not o.ok] == [3, 6, 9]
+    assert [o.result for o in outcomes if o.ok] == [2, 4, 8, 10, 14, 16]
+    assert "token revoked" in outcomes[2].error
+    report = report_from("sync", outcomes)
+    assert (report.outcome, report.succeeded, report.failed) == ("partial", 6, 3)
+
+
+async def test_scheduler_runs_never_overlap(ready_app) -> None:
+    scheduler = ready_app[keys.SCHEDULER]
+    gate = asyncio.Event()
+    runs = 0
+
+    async def slow() -> JobReport:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        return JobReport(job="slow", succeeded=1)
+
+    scheduler.register(Job("slow", "*/30 * * * *", slow))
+    first = asyncio.create_task(scheduler.run("slow"))
+    await asyncio.sleep(0.05)
+    second = await scheduler.run("slow")
+    assert second.outcome == "skipped"
+    gate.set()
+    assert (await first).outcome == "success"
+    assert runs == 1
+    metrics = ready_app[keys.METRICS].render().decode()
+    assert 'gateway_job_runs_total{job="slow",outcome="skipped"} 1.0' in metrics
+    assert 'gateway_job_runs_total{job="slow",outcome="success"} 1.0' in metrics
+
+
+async def test_scheduler_counts_errors_and_unknown_jobs(ready_app) -> None:
+    scheduler = ready_app[keys.SCHEDULER]
+
+    async def broken() -> JobReport:
+        raise RuntimeError("no database")
+
+    scheduler.register(Job("broken", "0 * * * *", broken))
+    with pytest.raises(RuntimeError):
+        await scheduler.run("broken")
+    with pytest.raises(KeyError):
+        await scheduler.run("missing")
+    with pytest.raises(ValueError):
+        scheduler.register(Job("broken", "0 * * * *", broken))
+    assert 'job="broken",outcome="error"' in ready_app[keys.METRICS].render().decode()
+
+
+async def test_scheduler_starts_crons_in_utc_inside_the_loop(ready_app) -> None:
+    scheduler = ready_app[keys.SCHEDULER]
+
+    async def job() -> JobReport:
+        return JobReport(job="j")
+
+    scheduler.register(Job("j", "*/30 * * * *", job))
+    scheduler.start()
+    try:
+        assert len(scheduler._crons) == 1
+        assert str(scheduler._crons[0].tz) == "UTC"
+        assert scheduler._crons[0].handle is not None
+    finally:
+        await scheduler.stop()
+    assert scheduler._crons == []
+
+
+async def test_get_or_create_is_race_free(ready_app, made) -> None:
+    user = await made.user()
+    store = store_for(ready_app)
+    rows = await asyncio.gather(*(store.get_or_create(user.id) for _ in range(10)))
+    assert len({r.id for r in rows}) == 1
+    async with ready_app[keys.DB].sessions() as s:
+        count = (await s.execute(select(func.count()).select_from(Integration))).scalar()
+    assert count == 1
+    assert rows[0].is_active is False and rows[0].name == "Test"
+
+
+async def test_require_active_answers_not_configured(ready_app, made) -> None:
+    user = await made.user()
+    store = store_for(ready_app)
+    with pytest.raises(NotConfigured) as info:
+        await store.require_active(user.id)
+    assert info.value.payload() == NOT_CONFIGURED
+    row = await store.get_or_create(user.id)
+    with pytest.raises(NotConfigured):
+        await store.require_active(user.id)  # a row, but inactive
+
+    def activate(r, c) -> None:  # type: ignore[no-untyped-def]
+        r.is_active = True
+
+    await store.update(row.id, activate)
+    assert (await store.require_active(user.id)).id == row.id
+
+
+async def test_locked_updates_never_lose_a_write(ready_app, made) -> None:
+    """A sync job and a settings save touching different keys at once both land."""
+    user = await made.user()
+    store = store_for(ready_app)
+    row = await store.get_or_create(user.id)
+
+    def setter(key: str):  # type: ignore[no-untyped-def]
+        def mutate(r, config) -> None:  # type: ignore[no-untyped-def]
+            config.set(key, config.get(key, 0) + 1)
+
+        return mutate
+
+    await asyncio.gather(*(store.update(row.id, setter(f"k{i % 4}")) for i in range(20)))
+    final = await store.get(row.id)
+    assert final.config == {"k0": 5, "k1": 5, "k2": 5, "k3": 5}
+
+
+async def test_secrets_are_encrypted_in_the_row(ready_app, made) -> None:
+    user = await made.user()
+    store = store_for(ready_app)
+    row = await store.get_or_create(user.id)
+    await store.update(row.id, lambda r, c: c.set_secret("api_token", "ghp_supersecretvalue123"))
+    async with ready_app[keys.DB].engine.connect() as conn:
+        raw = (await conn.exec_driver_sql("SELECT config FROM integrations")).scalar()
+    assert "ghp_supersecretvalue123" not in str(raw)
+    assert "enc:v1:" in str(raw)
+    fresh = await store.get(row.id)
+    assert store.config(fresh).secret("api_token") == "ghp_supersecretvalue123"
+
+
+async def test_record_sync_writes_naive_utc(ready_app, made) -> None:
+    user = await made.user()
+    store = store_for(ready_app)
+    row = await store.get_or_create(user.id)
+    await store.record_sync(row.id, "error", "x" * 5000)
+    fresh = await store.get(row.id)
+    assert fresh.last_sync_status == "error"
+    assert len(fresh.last_error) == 2000
+    assert fresh.last_sync_at.tzinfo is None
+    with pytest.raises(ValueError):
+        await store.record_sync(row.id, "weird")
+
+
+async def test_rotate_keys_rewraps_plaintext_and_old_keys(ready_app, made) -> None:
+    from cryptography.fernet import Fernet
+
+    from gateway.crypto import SecretBox
+    from gateway.rotation import rotate_all
+
+    user = await made.user()
+    db = ready_app[keys.DB]
+    old_key = Fernet.generate_key().decode()
+    old_value = SecretBox(old_key).encrypt("xoxb-old-key-value")
+    async with db.sessions() as s:
+        s.add(
+            Integration(
+                name="Slack",
+                provider="slack_connector",
+                user_id=user.id,
+                is_active=True,
+                config={
+                    "bot_token": old_value,
+                    "signing_secret": "legacy-plain",
+                    "channel_id": "C1",
+                },
+            )
+        )
+        await s.commit()
+    primary = Fernet.generate_key().decode()
+    box = SecretBox(primary, (old_key,))
+    assert await rotate_all(db, box) == (1, 2)
+    async with db.sessions() as s:
+        config = (await s.execute(select(Integration.config))).scalar()
+    only_primary = SecretBox(primary)
+    assert only_primary.decrypt(config["bot_token"]) == "xoxb-old-key-value"
+    assert only_primary.decrypt(config["signing_secret"]) == "legacy-plain"
+    assert config["signing_secret"].startswith("enc:v1:")
+    assert config["channel_id"] == "C1"
+    assert await rotate_all(db, box) == (0, 0)
