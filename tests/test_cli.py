@@ -1,0 +1,148 @@
+"""The command line, run as a user would: a real process, a fresh database, the environment."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.conftest import ON_POSTGRES, REPO
+
+pytestmark = pytest.mark.skipif(ON_POSTGRES, reason="CLI start-up is covered on SQLite")
+
+
+def run(args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 60):  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=REPO,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GATEWAY_", "DATABASE_URL", "SETTINGS_"))
+    }
+    base.update(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        GATEWAY_DATA_DIR=str(tmp_path / "data"),
+        PYTHONPATH=str(REPO),
+    )
+    return base
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_invalid_configuration_stops_with_one_line(env: dict[str, str]) -> None:
+    result = run(["migrate"], {**env, "GATEWAY_PORT": "eighty"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["configuration error: GATEWAY_PORT: expected a whole number, got 'eighty'"]
+
+
+def test_migrate_users_create_and_rotate_keys(env: dict[str, str], tmp_path: Path) -> None:
+    assert run(["migrate"], env).returncode == 0
+    created = run(
+        ["users", "create", "Carol", "--admin", "--password-stdin"], env, stdin="long-password\n"
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created user 'carol'" in created.stdout
+    again = run(["users", "create", "carol", "--password-stdin"], env, stdin="long-password\n")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    short = run(["users", "create", "dave", "--password-stdin"], env, stdin="short\n")
+    assert short.returncode == 2 and "at least 8" in short.stderr
+    rotated = run(["rotate-keys"], env)
+    assert rotated.returncode == 0 and "re-encrypted 0" in rotated.stdout
+    assert (tmp_path / "data" / "encryption.key").is_file()
+
+
+def test_run_job_unknown_name_fails(env: dict[str, str]) -> None:
+    result = run(["run-job", "no_such_job"], env)
+    assert result.returncode == 2
+    assert "unknown job 'no_such_job'" in result.stderr
+
+
+def test_serve_first_run_prints_admin_password_and_login_works(env: dict[str, str]) -> None:
+    port = free_port()
+    key = Fernet.generate_key().decode()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        cwd=REPO,
+        env={**env, "GATEWAY_PORT": str(port), "SETTINGS_ENCRYPTION_KEY": key},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        password = None
+        while time.monotonic() < deadline and password is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"First run: created user 'admin' with password: (\S+)", line)
+            if match:
+                password = match.group(1)
+        assert password, "".join(lines)
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:  # noqa: S310
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.1)
+        # Log in through the form with the printed password.
+        import http.cookiejar
+
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        html = opener.open(f"http://127.0.0.1:{port}/login", timeout=5).read().decode()
+        csrf = re.search(r'name="csrf_token"\s+value="([^"]+)"', html).group(1)
+        data = f"username=admin&password={password}&csrf_token={csrf}".encode()
+        page = opener.open(f"http://127.0.0.1:{port}/login", data=data, timeout=10).read().decode()
+        assert "Personal connectors" in page
+        session = opener.open(f"http://127.0.0.1:{port}/api/session", timeout=5).read().decode()
+        assert '"is_admin": true' in session
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    # A second start on the same database creates nobody.
+    port = free_port()
+    second = subprocess.Popen(
+        [sys.executable, "-m", "gateway"],
+        cwd=REPO,
+        env={**env, "GATEWAY_PORT": str(port), "SETTINGS_ENCRYPTION_KEY": key},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(3)
+    finally:
+        second.terminate()
+        out, _ = second.communicate(timeout=15)
+    assert "First run" not in out
