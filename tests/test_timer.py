@@ -353,3 +353,11 @@ async def test_today_endpoint_counts_a_running_timer(client, made, clock, alice_
 )
 def test_rounding(seconds: int, minutes: int, expected: int) -> None:
     assert rounded_duration(seconds, minutes) == expected
+
+
+async def test_projects_lists_only_usable_ones(client, made, alice_token) -> None:
+    _, auth = alice_token
+    active = await made.project("Active")
+    await made.project("Archived", status="archived")
+    body = await (await client.get("/api/projects", headers=auth)).json()
+    assert body == {"ok": True, "projects": [{"id": active.id, "name": "Active"}]}

@@ -43,3 +43,14 @@ async def status(request: web.Request) -> web.Response:
 async def today(request: web.Request) -> web.Response:
     summary = await request.app[keys.TIMER].today(principal_of(request).user)
     return ok(summary=summary.as_dict())
+
+
+@routes.get("/api/projects", name="projects")
+@protected("read:projects")
+async def projects(request: web.Request) -> web.Response:
+    """The active projects the caller may start timers on (the cards' project pickers)."""
+    timer = request.app[keys.TIMER]
+    user = principal_of(request).user
+    async with request.app[keys.DB].sessions() as session:
+        rows = (await session.execute(timer.usable_projects_query(user))).scalars().all()
+    return ok(projects=[{"id": p.id, "name": p.name} for p in rows])
