@@ -17,6 +17,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from gateway import __version__, keys
 from gateway.auth.timetracker import TimeTrackerCookies
+from gateway.connectors.github import setup as setup_github
 from gateway.connectors.http import HttpClient
 from gateway.crypto import SecretBox, load_or_create_primary_key
 from gateway.db.database import Database
@@ -39,8 +40,8 @@ SESSION_MAX_AGE = 12 * 3600
 # Webhook receivers read their own (larger) bodies from the stream with their own cap.
 CLIENT_MAX_SIZE = 1024 * 1024
 
-# Each connector module exposes setup(app); the list is the one place connectors are wired.
-CONNECTOR_SETUPS: list[str] = []
+# Each connector package exposes setup(app); this tuple is the one place connectors are wired.
+CONNECTOR_SETUPS: tuple[Callable[[web.Application], None], ...] = (setup_github,)
 
 
 @lru_cache(maxsize=256)
@@ -115,9 +116,8 @@ def create_app(
     app.add_routes(timer_handlers.routes)
     app.router.add_static("/static/", STATIC_DIR, name="static", append_version=False)
 
-    for module_name in CONNECTOR_SETUPS:
-        module = __import__(module_name, fromlist=["setup"])
-        module.setup(app)
+    for setup_connector in CONNECTOR_SETUPS:
+        setup_connector(app)
 
     run_scheduler = settings.scheduler if start_scheduler is None else start_scheduler
     app.cleanup_ctx.append(_database_ctx)

@@ -33,6 +33,7 @@ from gateway.db.models import (
     Task,
     TimeEntry,
     User,
+    WebhookDelivery,
 )
 from gateway.settings import Settings
 
@@ -89,6 +90,7 @@ def migrated_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 _TABLES_IN_DELETE_ORDER = [
+    WebhookDelivery,
     TimeEntry,
     Task,
     Integration,

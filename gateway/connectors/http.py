@@ -148,7 +148,7 @@ class HttpClient:
                 data=data,
                 timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
             ) as response:
-                raw = await response.content.read(MAX_BODY_BYTES)
+                raw = await _read_capped(response, MAX_BODY_BYTES)
                 text = raw.decode(response.charset or "utf-8", errors="replace")
                 payload: Any = None
                 if text and "json" in (response.content_type or ""):
@@ -164,6 +164,16 @@ class HttpClient:
         except aiohttp.ClientError as exc:
             # The exception text can carry the URL: never a secret (secrets travel in headers).
             return HttpResult(status=None, error=f"network error: {redact(type(exc).__name__)}")
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, but never more than `limit` bytes (a runaway answer is cut, not buffered)."""
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) >= limit:
+            return bytes(body[:limit])
+    return bytes(body)
 
 
 def _describe_failure(service: str, result: HttpResult) -> str:

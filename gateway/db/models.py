@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -182,3 +183,20 @@ user_clients = Table(
     Column("client_id", Integer, nullable=False),
 )
 OPTIONAL_TABLES = ("roles", "user_roles", "user_clients")
+
+
+class WebhookDelivery(Base):
+    """The gateway's own table: delivery ids already handled, so a redelivery does nothing."""
+
+    __tablename__ = "gateway_webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(50), nullable=False)
+    delivery_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    integration_id: Mapped[int | None] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime, nullable=False, default=utcnow_naive, index=True
+    )
+    __table_args__ = (
+        UniqueConstraint("provider", "delivery_id", name="uq_gateway_webhook_delivery"),
+    )

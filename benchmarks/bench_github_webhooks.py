@@ -1,0 +1,217 @@
+"""Signed GitHub `issues` deliveries per second: the gateway against a bare baseline, same run.
+
+Usage: python benchmarks/bench_github_webhooks.py [--requests 3000] [--concurrency 32]
+Needs PostgreSQL (BENCH_DATABASE_URL, default postgresql+asyncpg://postgres@127.0.0.1:5432/postgres);
+a fresh database is created and dropped. Both servers run as separate processes on loopback; the
+load generator runs here. Reports throughput, p50/p99 latency and the ratio gateway/baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gateway.connectors.github.core import sign  # noqa: E402
+
+FIXTURE = REPO.parent / "shared" / "fixtures" / "github" / "webhooks" / "issues.opened.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(url: str, deadline: float = 60) -> None:
+    end = time.monotonic() + deadline
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < end:
+            try:
+                async with session.get(url) as r:
+                    if r.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def prepare_gateway_db(url: str, key: str, secret: str) -> int:
+    """Migrate, then make a user, a project and an active GitHub integration; returns its id."""
+    from gateway.crypto import SecretBox
+    from gateway.db.migrate import upgrade
+
+    engine = create_async_engine(url)
+    await upgrade(engine)
+    box = SecretBox(key)
+    async with engine.begin() as conn:
+        uid = (
+            await conn.execute(
+                text("INSERT INTO users (username, role, is_active, created_at, updated_at) "
+                     "VALUES ('bench', 'admin', true, now(), now()) RETURNING id")
+            )
+        ).scalar()
+        pid = (
+            await conn.execute(
+                text("INSERT INTO projects (name, status, billable) VALUES ('Bench', 'active', true) RETURNING id")
+            )
+        ).scalar()
+        config = {
+            "repo_owner": "Codertocat",
+            "repo_name": "Hello-World",
+            "default_project_id": pid,
+            "auto_start_timer": False,
+            "webhook_secret": box.encrypt(secret),
+        }
+        iid = (
+            await conn.execute(
+                text("INSERT INTO integrations (name, provider, user_id, is_global, is_active, config, "
+                     "created_at, updated_at) VALUES ('GitHub', 'github_connector', :u, false, true, "
+                     "CAST(:c AS jsonb), now(), now()) RETURNING id"),
+                {"u": uid, "c": json.dumps(config)},
+            )
+        ).scalar()
+    await engine.dispose()
+    return int(iid)
+
+
+async def load(url: str, secret: str, total: int, concurrency: int, warmup: int) -> dict[str, float]:
+    template = json.loads(FIXTURE.read_text())
+    counter = iter(range(1, 10**9))
+
+    def request_body() -> tuple[bytes, dict[str, str]]:
+        n = next(counter)
+        template["issue"]["number"] = n
+        template["issue"]["title"] = f"Benchmark issue {n}"
+        raw = json.dumps(template).encode()
+        return raw, {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "issues",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign(secret, raw),
+        }
+
+    latencies: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def send(record: bool) -> None:
+            nonlocal failures
+            raw, headers = request_body()
+            started = time.perf_counter()
+            async with session.post(url, data=raw, headers=headers) as r:
+                await r.read()
+                ok = r.status == 200
+            if record:
+                latencies.append(time.perf_counter() - started)
+                failures += 0 if ok else 1
+
+        async def worker(count: int, record: bool) -> None:
+            for _ in range(count):
+                await send(record)
+
+        await asyncio.gather(*(worker(warmup // concurrency, False) for _ in range(concurrency)))
+        per_worker = total // concurrency
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(per_worker, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "failures": failures,
+        "seconds": round(elapsed, 3),
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+    }
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=320)
+    args = parser.parse_args()
+
+    base_url = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    name = f"gw_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_async_engine(base_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(base_url).set(database=name)
+    sa_url = url.render_as_string(hide_password=False)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    key = Fernet.generate_key().decode()
+    secret = secrets.token_urlsafe(32)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        integration_id = await prepare_gateway_db(sa_url, key, secret)
+        gw_port, base_port = free_port(), free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": sa_url,
+            "GATEWAY_PORT": str(gw_port),
+            "SETTINGS_ENCRYPTION_KEY": key,
+            "GATEWAY_SCHEDULER": "0",
+            "GATEWAY_DATA_DIR": f"/tmp/{name}",
+            "PYTHONPATH": str(REPO),
+        }
+        procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], cwd=REPO, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(
+            [sys.executable, str(REPO / "benchmarks" / "baseline_server.py"), "--port", str(base_port),
+             "--dsn", dsn, "--secret", secret],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        await wait_ready(f"http://127.0.0.1:{gw_port}/healthz")
+        await wait_ready(f"http://127.0.0.1:{base_port}/api/integrations/github/webhook")
+        path = "/api/integrations/github/webhook"
+        baseline = await load(f"http://127.0.0.1:{base_port}{path}", secret, args.requests,
+                              args.concurrency, args.warmup)
+        gateway = await load(f"http://127.0.0.1:{gw_port}{path}?integration={integration_id}", secret,
+                             args.requests, args.concurrency, args.warmup)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+    ratio = gateway["rps"] / baseline["rps"] if baseline["rps"] else 0.0
+    report = {
+        "concurrency": args.concurrency,
+        "baseline": baseline,
+        "gateway": gateway,
+        "throughput_ratio": round(ratio, 3),
+        "targets": {"ratio_at_least": 0.5, "p99_ms_below": 50},
+        "met": ratio >= 0.5 and gateway["p99_ms"] < 50 and gateway["failures"] == 0,
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,250 @@
+"""GitHub HTTP adapters: the webhook receiver (verify, de-duplicate, route) and on-demand sync."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway import keys
+from gateway.auth.identity import principal_of, protected
+from gateway.connectors.github import core
+from gateway.connectors.github.service import GitHubConnector, find_task
+from gateway.db.models import Integration, Task, WebhookDelivery
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+routes = web.RouteTableDef()
+router = core.Router()
+
+
+@dataclass
+class Context:
+    """What an action handler needs; handlers fill `answer` and may ask for a timer start."""
+
+    connector: GitHubConnector
+    session: AsyncSession
+    row: Integration
+    delivery: core.Delivery
+    answer: dict[str, Any] = field(default_factory=dict)
+    start_timer_for: Any = None  # (User, task_id) to start after the commit
+
+    @property
+    def issue(self) -> core.Issue:
+        assert self.delivery.issue is not None
+        return self.delivery.issue
+
+    def record(self, change: Any) -> None:
+        self.answer.update(task=change.action, task_id=change.task_id)
+        if change.reason:
+            self.answer["reason"] = change.reason
+
+
+@router.register("issues", "opened")
+@router.register("issues", "reopened")
+async def opened(ctx: Context) -> None:
+    ctx.record(
+        await ctx.connector.upsert_task(ctx.session, ctx.row, ctx.issue, create=True, status="todo")
+    )
+
+
+@router.register("issues", "edited")
+@router.register("issues", "labeled")
+@router.register("issues", "unlabeled")
+async def changed(ctx: Context) -> None:
+    # An open issue that was never a task (older than the connector, or newly matching the
+    # label filter) becomes one; a closed one only updates an existing task.
+    create = ctx.issue.state == "open"
+    ctx.record(await ctx.connector.upsert_task(ctx.session, ctx.row, ctx.issue, create=create))
+
+
+@router.register("issues", "closed")
+async def closed(ctx: Context) -> None:
+    ctx.record(
+        await ctx.connector.upsert_task(
+            ctx.session, ctx.row, ctx.issue, create=False, status="done"
+        )
+    )
+
+
+@router.register("issues", "deleted")
+async def deleted(ctx: Context) -> None:
+    ctx.record(
+        await ctx.connector.upsert_task(
+            ctx.session, ctx.row, ctx.issue, create=False, status="cancelled"
+        )
+    )
+
+
+@router.register("issues", "assigned")
+async def assigned(ctx: Context) -> None:
+    change = await ctx.connector.upsert_task(
+        ctx.session, ctx.row, ctx.issue, create=ctx.issue.state == "open"
+    )
+    ctx.record(change)
+    if change.task_id is None:
+        return
+    user = await ctx.connector.linked_user(ctx.session, ctx.delivery.assignee_login)
+    if user is None:
+        ctx.answer["assignee"] = (
+            f"no TimeTracker user has GitHub login {ctx.delivery.assignee_login!r}"
+        )
+        return
+    task = await ctx.session.get(Task, change.task_id)
+    task.assigned_to = user.id
+    ctx.answer["assigned_to"] = user.id
+    if ctx.connector.store.config(ctx.row).get("auto_start_timer"):
+        ctx.start_timer_for = (user, change.task_id)
+    else:
+        ctx.answer["timer"] = "not started: auto-start is off"
+
+
+@router.register("issues", "unassigned")
+async def unassigned(ctx: Context) -> None:
+    project_id = ctx.connector.store.config(ctx.row).get("default_project_id")
+    task = await find_task(ctx.session, project_id, core.external_ref(ctx.issue.number))
+    if task is None:
+        ctx.answer.update(task="skipped", reason="no task for this issue")
+        return
+    user = await ctx.connector.linked_user(ctx.session, ctx.delivery.assignee_login)
+    ctx.answer.update(task="unchanged", task_id=task.id)
+    if user is not None and task.assigned_to == user.id:
+        task.assigned_to = None
+        ctx.answer["task"] = "updated"
+
+
+async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body, read from the stream (the app-wide 1 MiB cap is for other routes)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge("Payload larger than GitHub's 25 MB limit")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge("Payload larger than GitHub's 25 MB limit")
+    return bytes(body)
+
+
+async def authenticate(
+    connector: GitHubConnector, integration_param: str | None, body: bytes, signature: str | None
+) -> list[Integration]:
+    """The integrations this delivery is signed for; verified before anything is parsed."""
+    if not signature:
+        raise Unauthorized("Missing X-Hub-Signature-256")
+    if integration_param is not None:
+        if not integration_param.isdigit() or len(integration_param) > 10:
+            raise Unauthorized("Unknown integration")
+        row = await connector.store.get(int(integration_param))
+        candidates = [row] if row is not None and row.is_active else []
+    else:
+        candidates = await connector.store.active_rows()
+    verified = [
+        row
+        for row in candidates
+        if core.verify_signature(
+            connector.store.config(row).secret("webhook_secret") or "", body, signature
+        )
+    ]
+    if not verified:
+        raise Unauthorized("Signature does not match" if candidates else "Unknown integration")
+    return verified
+
+
+@routes.post("/api/integrations/github/webhook", name="github_webhook")
+async def webhook(request: web.Request) -> web.Response:
+    app = request.app
+    connector: GitHubConnector = app[keys.CONNECTORS]["github"]  # type: ignore[assignment]
+    counter = app[keys.METRICS].webhook_deliveries
+    try:
+        status, answer = await _handle(request, connector)
+    except GatewayError as exc:
+        counter.labels("github", "rejected" if exc.status == 401 else "invalid").inc()
+        raise
+    counter.labels("github", answer.pop("_outcome")).inc()
+    return web.json_response(answer, status=status)
+
+
+async def _handle(request: web.Request, connector: GitHubConnector) -> tuple[int, dict[str, Any]]:
+    body = await read_body(request)
+    rows = await authenticate(
+        connector,
+        request.query.get("integration"),
+        body,
+        request.headers.get("X-Hub-Signature-256"),
+    )
+    event = request.headers.get("X-GitHub-Event", "").strip()
+    if not event:
+        raise BadRequest("Missing X-GitHub-Event")
+    delivery_id = request.headers.get("X-GitHub-Delivery")
+    try:
+        delivery = core.parse_delivery(event, body, delivery_id)
+    except core.PayloadError as exc:
+        raise BadRequest(f"Malformed payload: {exc}") from None
+    if event == "ping":
+        return 200, {"ok": True, "pong": True, "_outcome": "ping"}
+    handler = router.lookup(event, delivery.action)
+    if handler is None or delivery.issue is None:
+        return 202, {
+            "ok": True,
+            "ignored": core.ignored_key(event, delivery.action),
+            "_outcome": "ignored",
+        }
+    row = _for_repository(connector, rows, delivery.repo_full_name)
+    if row is None:
+        return 202, {"ok": True, "ignored": "repository", "_outcome": "ignored"}
+    if delivery.issue.is_pull_request:
+        return 202, {"ok": True, "ignored": "pull_request", "_outcome": "ignored"}
+
+    db = connector.db
+    async with db.sessions() as session:
+        ctx = Context(connector, session, row, delivery)
+        if delivery_id:
+            session.add(
+                WebhookDelivery(
+                    provider="github",
+                    delivery_id=f"{delivery_id[:80]}:{row.id}",
+                    integration_id=row.id,
+                )
+            )
+            try:
+                await session.flush()
+            except IntegrityError:
+                await session.rollback()
+                return 200, {"ok": True, "duplicate": True, "_outcome": "duplicate"}
+        await handler(ctx)
+        try:
+            await session.commit()
+        except IntegrityError:
+            # A concurrent redelivery of the same id committed first: its work stands.
+            await session.rollback()
+            return 200, {"ok": True, "duplicate": True, "_outcome": "duplicate"}
+    answer = {"ok": True, "event": core.ignored_key(event, delivery.action), **ctx.answer}
+    if ctx.start_timer_for is not None:
+        user, task_id = ctx.start_timer_for
+        answer["timer"] = await connector.auto_start(row, user, task_id)
+    return 200, {**answer, "_outcome": "processed"}
+
+
+def _for_repository(
+    connector: GitHubConnector, rows: list[Integration], full_name: str | None
+) -> Integration | None:
+    for row in rows:
+        config = connector.store.config(row)
+        configured = f"{config.get('repo_owner')}/{config.get('repo_name')}".lower()
+        if full_name and full_name.lower() == configured:
+            return row
+    return None
+
+
+@routes.post("/api/integrations/github/sync", name="github_sync")
+@protected("write:integrations", admin=True)
+async def sync(request: web.Request) -> web.Response:
+    connector: GitHubConnector = request.app[keys.CONNECTORS]["github"]  # type: ignore[assignment]
+    result = await connector.sync(principal_of(request))
+    return web.json_response(result, status=200 if result["ok"] else 502)
