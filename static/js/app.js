@@ -27,7 +27,8 @@
  *       a value is stored (data-stored-placeholder overrides the text).
  *       A 400 answer with `field` marks that input aria-invalid.
  *   <button data-api-action="/api/integrations/NAME/test">  POSTs (data-method to change).
- *   data-success="Saved"          message shown on success (default: the answer's `message`).
+ *   data-success="Saved"          message shown on success (default: the answer's `message`);
+ *                                 {key} is replaced by the answer's key ("Connected as {login}").
  *   data-confirm="Really?"        asks first (also works on ordinary forms and links).
  *   [data-form-message]           where a form's messages go (else the card's [data-card-message]).
  *   [data-status-field="key"]     text (or input value) set from the status answer.
@@ -35,6 +36,10 @@
  *   [data-result-field="key"]     filled from a successful answer's key (e.g. a generated
  *                                 webhook_secret) and unhidden with its [data-result-group].
  *   [data-copy="selector"]        copies the text/value of the element matched inside the card.
+ *   <select data-projects>        filled with the user's active projects from GET /api/projects
+ *                                 ({"projects": [{"id", "name"}]}); "No projects" until then or
+ *                                 when none. A value set from the status is kept even when it
+ *                                 is not (or not yet) in the list, so a save never drops it.
  * After a successful form or action the card's status is refreshed ("tt:saved" / "tt:action"
  * are dispatched on the form/button with the answer as detail).
  */
@@ -333,6 +338,8 @@
         el.checked = !!value;
       } else if (el.type === 'radio') {
         el.checked = value !== null && String(value) === el.value;
+      } else if (el instanceof HTMLSelectElement) {
+        selectValue(el, value);
       } else if (value === null) {
         el.value = '';
       } else if (type === 'list' && Array.isArray(value)) {
@@ -379,6 +386,17 @@
       setPath(data, el.name, value);
     });
     return data;
+  }
+
+  // data-success with {key} placeholders filled from the answer; the answer's message wins.
+  function successText(el, answer, fallback) {
+    if (answer && answer.message) return String(answer.message);
+    var template = el.getAttribute('data-success');
+    if (!template) return fallback;
+    return template.replace(/\{([\w.]+)\}/g, function (match, key) {
+      var value = getPath(answer, key);
+      return value === undefined || value === null ? '' : String(value);
+    });
   }
 
   function fieldError(el, message) {
@@ -450,7 +468,7 @@
       $all(form, 'input[type="password"]').forEach(function (el) {
         el.value = '';
       });
-      showMessage(message, answer.message || form.getAttribute('data-success') || 'Saved', 'success');
+      showMessage(message, successText(form, answer, 'Saved'), 'success');
       showResults(card, answer);
       form.dispatchEvent(new CustomEvent('tt:saved', { detail: answer, bubbles: true }));
       if (card) await refreshCard(card, { fill: true });
@@ -474,7 +492,7 @@
         method: button.getAttribute('data-method') || 'POST',
         body: {},
       });
-      showMessage(message, answer.message || button.getAttribute('data-success') || 'Done', 'success');
+      showMessage(message, successText(button, answer, 'Done'), 'success');
       showResults(card, answer);
       button.dispatchEvent(new CustomEvent('tt:action', { detail: answer, bubbles: true }));
       if (card) await refreshCard(card, { fill: false });
@@ -511,6 +529,55 @@
     window.setTimeout(function () {
       button.textContent = original;
     }, 1800);
+  }
+
+  // ---------------------------------------------------------------- project pickers
+
+  function makeOption(value, text) {
+    var el = document.createElement('option');
+    el.value = value;
+    el.textContent = text;
+    return el;
+  }
+
+  // Select `value`, adding an option for it when the list lacks it (projects not loaded yet, or
+  // a project the list no longer offers): a save then keeps it, or the server says what is wrong.
+  function selectValue(select, value) {
+    var wanted = value === null || value === undefined ? '' : String(value);
+    select.setAttribute('data-value', wanted);
+    var known = $all(select, 'option').some(function (option) {
+      return option.value === wanted;
+    });
+    if (!known) {
+      select.appendChild(makeOption(wanted, select.hasAttribute('data-projects') ? 'Project #' + wanted : wanted));
+    }
+    select.value = wanted;
+  }
+
+  function fillProjects(select, projects) {
+    var keep = select.value || select.getAttribute('data-value') || '';
+    select.textContent = '';
+    select.appendChild(makeOption('', projects.length ? 'Choose a project…' : 'No projects'));
+    projects.forEach(function (project) {
+      select.appendChild(makeOption(String(project.id), String(project.name)));
+    });
+    selectValue(select, keep);
+    select.setAttribute('data-projects', projects.length ? 'loaded' : 'empty');
+  }
+
+  async function loadProjects() {
+    var selects = $all(document, 'select[data-projects]');
+    if (!selects.length) return;
+    var projects = [];
+    try {
+      var answer = await api('/api/projects');
+      if (Array.isArray(answer.projects)) projects = answer.projects;
+    } catch (error) {
+      projects = []; // the picker keeps saying "No projects"
+    }
+    selects.forEach(function (select) {
+      fillProjects(select, projects);
+    });
   }
 
   // ---------------------------------------------------------------- wiring
@@ -559,10 +626,12 @@
     ApiError: ApiError,
     formatDate: formatDate,
     refreshCard: refreshCard,
+    loadProjects: loadProjects,
   };
   window.TT = TT;
 
   function start() {
+    loadProjects();
     $all(document, '[data-card]').forEach(function (card) {
       refreshCard(card, { fill: true });
     });
