@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import socket
 import statistics
 import subprocess
@@ -151,6 +152,9 @@ async def main() -> int:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=320)
+    parser.add_argument(
+        "--profile", metavar="FILE", help="record the gateway with py-spy (collapsed stacks) into FILE"
+    )
     args = parser.parse_args()
 
     base_url = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -176,7 +180,10 @@ async def main() -> int:
             "GATEWAY_DATA_DIR": f"/tmp/{name}",
             "PYTHONPATH": str(REPO),
         }
-        procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], cwd=REPO, env=env,
+        command = [sys.executable, "-m", "gateway"]
+        if args.profile:
+            command = ["py-spy", "record", "--format", "raw", "-o", args.profile, "--", *command]
+        procs.append(subprocess.Popen(command, cwd=REPO, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen(
             [sys.executable, str(REPO / "benchmarks" / "baseline_server.py"), "--port", str(base_port),
@@ -191,7 +198,7 @@ async def main() -> int:
                              args.requests, args.concurrency, args.warmup)
     finally:
         for p in procs:
-            p.terminate()
+            p.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
         for p in procs:
             try:
                 p.wait(timeout=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,8 @@ from sqlalchemy.ext.asyncio import (
 from gateway.db.models import OPTIONAL_TABLES, AppSettings
 from gateway.timeutil import zone
 
+SETTINGS_TTL = 30.0
+
 
 def lock_key(*parts: object) -> int:
     """A stable signed 64-bit key for pg_advisory_* from any parts."""
@@ -33,9 +36,11 @@ class Database:
     def __init__(self, url: str, *, env_tz: str | None = None, echo: bool = False) -> None:
         self.url = url
         self.is_postgres = url.startswith("postgresql")
-        kwargs: dict[str, object] = {"echo": echo, "pool_pre_ping": True}
+        kwargs: dict[str, object] = {"echo": echo}
         if self.is_postgres:
-            kwargs.update(pool_size=10, max_overflow=10)
+            # No pre-ping (a round trip per checkout); stale connections are recycled instead
+            # and a dropped one fails that one statement, which the caller reports.
+            kwargs.update(pool_size=10, max_overflow=10, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if not self.is_postgres:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -44,6 +49,7 @@ class Database:
         self.optional_tables: frozenset[str] = frozenset()
         # SQLite has no advisory locks; a standalone gateway is one process, so these serve.
         self._local_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._settings_cache: tuple[float, tuple[tzinfo, int]] | None = None
 
     async def inspect_optional_tables(self) -> None:
         def _present(sync_conn) -> frozenset[str]:  # type: ignore[no-untyped-def]
@@ -99,12 +105,22 @@ class Database:
                 yield True
 
     async def app_settings(self, session: AsyncSession) -> tuple[tzinfo, int]:
-        """(app timezone, rounding minutes): settings row, else env TZ, else UTC."""
+        """(app timezone, rounding minutes): settings row, else env TZ, else UTC.
+
+        Kept for SETTINGS_TTL seconds: it is read on every timer and task write, and an admin's
+        change of the app time zone may take that long to reach the gateway.
+        """
+        now = time.monotonic()
+        if self._settings_cache is not None and now - self._settings_cache[0] < SETTINGS_TTL:
+            return self._settings_cache[1]
         row = (await session.execute(select(AppSettings).limit(1))).scalar_one_or_none()
         env_zone = zone(self.env_tz)
         if row is None:
-            return env_zone, 1
-        return zone(row.timezone, env_zone), max(int(row.rounding_minutes or 1), 1)
+            value: tuple[tzinfo, int] = (env_zone, 1)
+        else:
+            value = (zone(row.timezone, env_zone), max(int(row.rounding_minutes or 1), 1))
+        self._settings_cache = (now, value)
+        return value
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

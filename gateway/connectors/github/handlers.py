@@ -7,19 +7,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import keys
 from gateway.auth.identity import principal_of, protected
 from gateway.connectors.github import core
-from gateway.connectors.github.service import GitHubConnector, find_task
-from gateway.db.models import Integration, Task, WebhookDelivery
+from gateway.connectors.github.service import TASKS, GitHubConnector, find_task
+from gateway.db.models import Integration, WebhookDelivery
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized
+from gateway.timeutil import utcnow_naive
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+INTEGRATIONS = Integration.__table__
+DELIVERIES = WebhookDelivery.__table__
 routes = web.RouteTableDef()
 router = core.Router()
 
@@ -96,8 +102,10 @@ async def assigned(ctx: Context) -> None:
             f"no TimeTracker user has GitHub login {ctx.delivery.assignee_login!r}"
         )
         return
-    task = await ctx.session.get(Task, change.task_id)
-    task.assigned_to = user.id
+    conn = await ctx.session.connection()
+    await conn.execute(
+        update(TASKS).where(TASKS.c.id == change.task_id).values(assigned_to=user.id)
+    )
     ctx.answer["assigned_to"] = user.id
     if ctx.connector.store.config(ctx.row).get("auto_start_timer"):
         ctx.start_timer_for = (user, change.task_id)
@@ -132,18 +140,25 @@ async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
 
 
 async def authenticate(
-    connector: GitHubConnector, integration_param: str | None, body: bytes, signature: str | None
+    connector: GitHubConnector,
+    session: AsyncSession,
+    integration_param: str | None,
+    body: bytes,
+    signature: str | None,
 ) -> list[Integration]:
     """The integrations this delivery is signed for; verified before anything is parsed."""
     if not signature:
         raise Unauthorized("Missing X-Hub-Signature-256")
+    # Plain rows (a Core select on the request's connection): cheaper than ORM objects here.
+    conn = await session.connection()
+    query = select(INTEGRATIONS).where(
+        INTEGRATIONS.c.provider == connector.provider, INTEGRATIONS.c.is_active.is_(True)
+    )
     if integration_param is not None:
         if not integration_param.isdigit() or len(integration_param) > 10:
             raise Unauthorized("Unknown integration")
-        row = await connector.store.get(int(integration_param))
-        candidates = [row] if row is not None and row.is_active else []
-    else:
-        candidates = await connector.store.active_rows()
+        query = query.where(INTEGRATIONS.c.id == int(integration_param))
+    candidates = list((await conn.execute(query.order_by(INTEGRATIONS.c.id))).all())
     verified = [
         row
         for row in candidates
@@ -172,51 +187,38 @@ async def webhook(request: web.Request) -> web.Response:
 
 async def _handle(request: web.Request, connector: GitHubConnector) -> tuple[int, dict[str, Any]]:
     body = await read_body(request)
-    rows = await authenticate(
-        connector,
-        request.query.get("integration"),
-        body,
-        request.headers.get("X-Hub-Signature-256"),
-    )
-    event = request.headers.get("X-GitHub-Event", "").strip()
-    if not event:
-        raise BadRequest("Missing X-GitHub-Event")
-    delivery_id = request.headers.get("X-GitHub-Delivery")
-    try:
-        delivery = core.parse_delivery(event, body, delivery_id)
-    except core.PayloadError as exc:
-        raise BadRequest(f"Malformed payload: {exc}") from None
-    if event == "ping":
-        return 200, {"ok": True, "pong": True, "_outcome": "ping"}
-    handler = router.lookup(event, delivery.action)
-    if handler is None or delivery.issue is None:
-        return 202, {
-            "ok": True,
-            "ignored": core.ignored_key(event, delivery.action),
-            "_outcome": "ignored",
-        }
-    row = _for_repository(connector, rows, delivery.repo_full_name)
-    if row is None:
-        return 202, {"ok": True, "ignored": "repository", "_outcome": "ignored"}
-    if delivery.issue.is_pull_request:
-        return 202, {"ok": True, "ignored": "pull_request", "_outcome": "ignored"}
+    # One session, one transaction: authentication, de-duplication and the task change.
+    async with connector.db.sessions() as session:
+        rows = await authenticate(
+            connector,
+            session,
+            request.query.get("integration"),
+            body,
+            request.headers.get("X-Hub-Signature-256"),
+        )
+        event = request.headers.get("X-GitHub-Event", "").strip()
+        if not event:
+            raise BadRequest("Missing X-GitHub-Event")
+        delivery_id = request.headers.get("X-GitHub-Delivery")
+        try:
+            delivery = core.parse_delivery(event, body, delivery_id)
+        except core.PayloadError as exc:
+            raise BadRequest(f"Malformed payload: {exc}") from None
+        if event == "ping":
+            return 200, {"ok": True, "pong": True, "_outcome": "ping"}
+        handler = router.lookup(event, delivery.action)
+        if handler is None or delivery.issue is None:
+            ignored = core.ignored_key(event, delivery.action)
+            return 202, {"ok": True, "ignored": ignored, "_outcome": "ignored"}
+        row = _for_repository(connector, rows, delivery.repo_full_name)
+        if row is None:
+            return 202, {"ok": True, "ignored": "repository", "_outcome": "ignored"}
+        if delivery.issue.is_pull_request:
+            return 202, {"ok": True, "ignored": "pull_request", "_outcome": "ignored"}
 
-    db = connector.db
-    async with db.sessions() as session:
         ctx = Context(connector, session, row, delivery)
-        if delivery_id:
-            session.add(
-                WebhookDelivery(
-                    provider="github",
-                    delivery_id=f"{delivery_id[:80]}:{row.id}",
-                    integration_id=row.id,
-                )
-            )
-            try:
-                await session.flush()
-            except IntegrityError:
-                await session.rollback()
-                return 200, {"ok": True, "duplicate": True, "_outcome": "duplicate"}
+        if delivery_id and not await _first_time(connector, session, delivery_id, row.id):
+            return 200, {"ok": True, "duplicate": True, "_outcome": "duplicate"}
         await handler(ctx)
         try:
             await session.commit()
@@ -229,6 +231,30 @@ async def _handle(request: web.Request, connector: GitHubConnector) -> tuple[int
         user, task_id = ctx.start_timer_for
         answer["timer"] = await connector.auto_start(row, user, task_id)
     return 200, {**answer, "_outcome": "processed"}
+
+
+async def _first_time(
+    connector: GitHubConnector, session: AsyncSession, delivery_id: str, integration_id: int
+) -> bool:
+    """Record the delivery id; False when it was recorded before (a redelivery).
+
+    ON CONFLICT DO NOTHING keeps the transaction usable; a concurrent insert of the same id
+    waits for the other transaction and then sees its row.
+    """
+    dialect_insert = pg_insert if connector.db.is_postgres else sqlite_insert
+    statement = (
+        dialect_insert(DELIVERIES)
+        .values(
+            provider="github",
+            delivery_id=f"{delivery_id[:80]}:{integration_id}",
+            integration_id=integration_id,
+            received_at=utcnow_naive(),
+        )
+        .on_conflict_do_nothing(index_elements=["provider", "delivery_id"])
+        .returning(DELIVERIES.c.id)
+    )
+    conn = await session.connection()
+    return (await conn.execute(statement)).first() is not None
 
 
 def _for_repository(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import keys
@@ -24,6 +24,7 @@ from gateway.timeutil import to_wall, utcnow_naive
 
 log = logging.getLogger(__name__)
 
+TASKS = Task.__table__
 DELIVERY_RETENTION = timedelta(days=14)
 MAX_SYNC_PAGES = 20  # 20 × 50 = 1,000 open issues per sync, a bound on one request's work
 API_VERSION = "2022-11-28"
@@ -217,46 +218,65 @@ class GitHubConnector(Connector):
         Serialised per (project, issue) so that `opened` and `assigned` arriving together, or a
         webhook racing a sync, make one task. The caller commits.
         """
+        # Core statements on the session's connection: this is the webhook hot path, and the
+        # ORM unit of work costs more than the SQL here (see docs/PERFORMANCE.md).
         config = self.store.config(row)
         project_id = config.get("default_project_id")
         ref = core.external_ref(issue.number)
+        conn = await session.connection()
         async with self.db.xact_lock(session, "github-task", project_id, ref):
-            task = await find_task(session, project_id, ref)
+            current = (
+                await conn.execute(
+                    select(
+                        TASKS.c.id,
+                        TASKS.c.name,
+                        TASKS.c.description,
+                        TASKS.c.priority,
+                        TASKS.c.status,
+                    )
+                    .where(TASKS.c.project_id == project_id, TASKS.c.external_ref == ref)
+                    .order_by(TASKS.c.id)
+                    .limit(1)
+                )
+            ).first()
             app_tz, _ = await self.db.app_settings(session)
             now = to_wall(self.app[keys.TIMER].clock(), app_tz)
-            priority = core.priority_for(issue.labels, config.get("priority_labels") or {})
-            if task is None:
+            fields = {
+                "name": core.task_name(issue),
+                "description": core.task_description(issue),
+                "priority": core.priority_for(issue.labels, config.get("priority_labels") or {}),
+            }
+            if current is None:
                 if not create:
                     return TaskChange("skipped", reason="no task for this issue")
                 if not core.matches_label_filter(issue.labels, config.get("label_filter")):
                     return TaskChange("skipped", reason="label filter")
-                task = Task(
-                    project_id=project_id,
-                    name=core.task_name(issue),
-                    description=core.task_description(issue),
-                    status=status or "todo",
-                    priority=priority,
-                    created_by=row.user_id,
-                    created_at=now,
-                    updated_at=now,
-                    external_ref=ref,
-                )
-                if task.status == "done":
-                    task.completed_at = now
-                session.add(task)
-                await session.flush()
-                return TaskChange("created", task.id)
-            before = (task.name, task.description, task.priority, task.status)
-            task.name = core.task_name(issue)
-            task.description = core.task_description(issue)
-            task.priority = priority
-            if status is not None and task.status != status:
-                task.status = status
-                task.completed_at = now if status == "done" else None
-            if (task.name, task.description, task.priority, task.status) == before:
-                return TaskChange("unchanged", task.id)
-            task.updated_at = now
-            return TaskChange("updated", task.id)
+                new_status = status or "todo"
+                task_id = (
+                    await conn.execute(
+                        insert(TASKS)
+                        .values(
+                            project_id=project_id,
+                            status=new_status,
+                            created_by=row.user_id,
+                            created_at=now,
+                            updated_at=now,
+                            completed_at=now if new_status == "done" else None,
+                            external_ref=ref,
+                            **fields,
+                        )
+                        .returning(TASKS.c.id)
+                    )
+                ).scalar_one()
+                return TaskChange("created", task_id)
+            if status is not None and current.status != status:
+                fields.update(status=status, completed_at=now if status == "done" else None)
+            if all(getattr(current, k) == v for k, v in fields.items() if k != "completed_at"):
+                return TaskChange("unchanged", current.id)
+            await conn.execute(
+                update(TASKS).where(TASKS.c.id == current.id).values(updated_at=now, **fields)
+            )
+            return TaskChange("updated", current.id)
 
     # -- sync -------------------------------------------------------------------------------
 
