@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.fernet import Fernet
-from gateway.db.migrate import upgrade
 from sqlalchemy import delete, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateway import keys
 from gateway.app import create_app
 from gateway.auth.passwords import hash_password
+from gateway.db.migrate import upgrade
 from gateway.db.models import (
     ApiToken,
     AppSettings,
