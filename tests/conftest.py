@@ -253,3 +253,12 @@ async def login(client: TestClient, username: str = "alice", password: str = PAS
     session = await client.get("/api/session")
     assert session.status == 200
     return (await session.json())["csrf_token"]
+
+
+@pytest.fixture
+async def fake_github(aiohttp_server) -> tuple:  # type: ignore[no-untyped-def]
+    from tests.fakes import FakeGitHub
+
+    fake = FakeGitHub()
+    server = await aiohttp_server(fake.app())
+    return fake, str(server.make_url("")).rstrip("/")

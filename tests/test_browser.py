@@ -6,13 +6,11 @@ the missing browser into a failure.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import ClientSession, web
@@ -20,7 +18,8 @@ from yarl import URL
 
 from gateway import keys
 from gateway.app import create_app
-from tests.conftest import FIXTURES, PASSWORD, Made
+from tests.conftest import PASSWORD, Made
+from tests.fakes import issue
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -79,50 +78,6 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
         yield page
     finally:
         await context.close()
-
-
-@dataclass
-class FakeGitHub:
-    """GET /user and the open-issues list, for the card's Test and Sync buttons."""
-
-    token: str = GITHUB_TOKEN
-    issues: list[dict[str, Any]] = field(default_factory=list)
-    calls: list[str] = field(default_factory=list)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/user", self.user)
-        app.router.add_get("/repos/{owner}/{repo}/issues", self.list_issues)
-        return app
-
-    def _authorised(self, request: web.Request) -> bool:
-        self.calls.append(request.path)
-        return request.headers.get("Authorization") == f"Bearer {self.token}"
-
-    async def user(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return web.json_response({"message": "Bad credentials"}, status=401)
-        return web.json_response({"login": "octocat"})
-
-    async def list_issues(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return web.json_response({"message": "Bad credentials"}, status=401)
-        return web.json_response(self.issues)
-
-
-def github_issue(number: int, title: str) -> dict[str, Any]:
-    path = FIXTURES / "github" / "webhooks" / "issues.opened.json"
-    data = json.loads(path.read_text())["issue"]
-    data.update(number=number, title=title, state="open", labels=[])
-    data.pop("pull_request", None)
-    return data
-
-
-@pytest.fixture
-async def fake_github(aiohttp_server) -> tuple[FakeGitHub, str]:  # type: ignore[no-untyped-def]
-    fake = FakeGitHub()
-    server = await aiohttp_server(fake.app())
-    return fake, str(server.make_url("")).rstrip("/")
 
 
 def prefix_proxy(prefix: str, upstream: dict[str, str]) -> web.Application:
@@ -229,7 +184,8 @@ async def test_github_card_saves_shows_secret_once_then_status(
     aiohttp_server, settings, fake_github, page: Page
 ) -> None:
     fake, github_url = fake_github
-    fake.issues = [github_issue(41, "Fix the footer")]
+    fake.issues = [issue(41, "Fix the footer")]
+    fake.token = GITHUB_TOKEN
     app = create_app(replace(settings, github_api_url=github_url))
     server = await aiohttp_server(app)
     base = str(server.make_url("")).rstrip("/")
