@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import time
@@ -14,6 +13,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway.connectors.retry import parse_retry_after
 from gateway.logs import redact
 from gateway.metrics import Metrics
 
@@ -32,16 +32,7 @@ Sleep = Callable[[float], Awaitable[None]]
 def retry_after_seconds(status: int, headers: Mapping[str, str], now: float) -> float | None:
     """Retry-After as seconds or an HTTP date (RFC 9110 §10.2.3)."""
     value = headers.get("Retry-After")
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - now, 0.0)
+    return None if value is None else parse_retry_after(value, now)
 
 
 @dataclass
