@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import tzinfo
+from typing import Any
 
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.ext.asyncio import (
@@ -17,11 +18,13 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import greenlet_spawn
 
 from gateway.db.models import OPTIONAL_TABLES, AppSettings
 from gateway.timeutil import zone
 
 SETTINGS_TTL = 30.0
+POOL_SIZE = 20
 
 
 def lock_key(*parts: object) -> int:
@@ -40,7 +43,7 @@ class Database:
         if self.is_postgres:
             # No pre-ping (a round trip per checkout); stale connections are recycled instead
             # and a dropped one fails that one statement, which the caller reports.
-            kwargs.update(pool_size=10, max_overflow=10, pool_recycle=1800)
+            kwargs.update(pool_size=POOL_SIZE, max_overflow=10, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if not self.is_postgres:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -50,6 +53,10 @@ class Database:
         # SQLite has no advisory locks; a standalone gateway is one process, so these serve.
         self._local_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._settings_cache: tuple[float, tuple[tzinfo, int]] | None = None
+        # driver_connection() users wait for one of the pool's steady connections instead of
+        # making the pool open overflow connections, which it closes again on return: under a
+        # burst, that churn (a new PostgreSQL session per request) dominated the latency.
+        self._driver_slots = asyncio.Semaphore(POOL_SIZE)
 
     async def inspect_optional_tables(self) -> None:
         def _present(sync_conn) -> frozenset[str]:  # type: ignore[no-untyped-def]
@@ -81,6 +88,28 @@ class Database:
                 yield
 
     @asynccontextmanager
+    async def driver_connection(self) -> AsyncIterator[Any]:
+        """The pool's own asyncpg connection (PostgreSQL only), for hot paths in autocommit.
+
+        No SQLAlchemy execution layer and no BEGIN/COMMIT: each statement sent on it is its
+        own transaction. Never start a transaction on it without ending it. A connection that
+        saw an error of any kind is closed rather than returned to the pool, so the pool never
+        hands out one in an unknown state.
+        """
+        if not self.is_postgres:
+            raise RuntimeError("driver_connection() is for PostgreSQL")
+        async with self._driver_slots:
+            fairy = await self.engine.raw_connection()
+            try:
+                yield fairy.driver_connection
+            except BaseException:
+                await greenlet_spawn(fairy.invalidate)
+                raise
+            else:
+                # In a greenlet: returning an overflow connection closes it, which awaits.
+                await greenlet_spawn(fairy.close)
+
+    @asynccontextmanager
     async def try_session_lock(self, *parts: object) -> AsyncIterator[bool]:
         """Hold a lock for a long job if free; yields False when another holder has it."""
         key = lock_key(*parts)
@@ -104,15 +133,19 @@ class Database:
             async with lock:
                 yield True
 
-    async def app_settings(self, session: AsyncSession) -> tuple[tzinfo, int]:
+    async def app_settings(self, session: AsyncSession | None = None) -> tuple[tzinfo, int]:
         """(app timezone, rounding minutes): settings row, else env TZ, else UTC.
 
         Kept for SETTINGS_TTL seconds: it is read on every timer and task write, and an admin's
-        change of the app time zone may take that long to reach the gateway.
+        change of the app time zone may take that long to reach the gateway. Without a
+        session, one is opened only when the cached value has expired.
         """
         now = time.monotonic()
         if self._settings_cache is not None and now - self._settings_cache[0] < SETTINGS_TTL:
             return self._settings_cache[1]
+        if session is None:
+            async with self.sessions() as own:
+                return await self.app_settings(own)
         row = (await session.execute(select(AppSettings).limit(1))).scalar_one_or_none()
         env_zone = zone(self.env_tz)
         if row is None:
