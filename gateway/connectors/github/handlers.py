@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -16,15 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gateway import keys
 from gateway.auth.identity import principal_of, protected
 from gateway.connectors.github import core
-from gateway.connectors.github.service import TASKS, GitHubConnector, find_task
-from gateway.db.models import Integration, WebhookDelivery
+from gateway.connectors.github.service import TASKS, GitHubConnector, TaskChange, find_task
+from gateway.db.models import WebhookDelivery
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized
 from gateway.timeutil import utcnow_naive
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
-INTEGRATIONS = Integration.__table__
 DELIVERIES = WebhookDelivery.__table__
 routes = web.RouteTableDef()
 router = core.Router()
@@ -35,11 +34,35 @@ class Context:
     """What an action handler needs; handlers fill `answer` and may ask for a timer start."""
 
     connector: GitHubConnector
-    session: AsyncSession
-    row: Integration
+    session: AsyncSession | None  # None on the PostgreSQL one-statement path
+    row: Any  # WebhookIntegration
     delivery: core.Delivery
+    driver_conn: Any = None  # that path's asyncpg connection (autocommit)
+    delivery_key: str | None = None  # recorded by the one statement on that path
+    now: Any = None  # that path's task time, read before its connection was taken
+    duplicate: bool = False
     answer: dict[str, Any] = field(default_factory=dict)
     start_timer_for: Any = None  # (User, task_id) to start after the commit
+
+    async def upsert(self, *, create: bool, status: str | None = None) -> TaskChange:
+        """The issue's task upsert; on the one-statement path it also records the delivery."""
+        if self.session is not None:
+            return await self.connector.upsert_task(
+                self.session, self.row, self.issue, create=create, status=status
+            )
+        change = await self.connector.upsert_webhook_task(
+            self.driver_conn,
+            self.row,
+            self.issue,
+            self.delivery_key,
+            create=create,
+            status=status,
+            now=self.now,
+        )
+        if change is None:
+            self.duplicate = True
+            return TaskChange("duplicate")
+        return change
 
     @property
     def issue(self) -> core.Issue:
@@ -55,9 +78,7 @@ class Context:
 @router.register("issues", "opened")
 @router.register("issues", "reopened")
 async def opened(ctx: Context) -> None:
-    ctx.record(
-        await ctx.connector.upsert_task(ctx.session, ctx.row, ctx.issue, create=True, status="todo")
-    )
+    ctx.record(await ctx.upsert(create=True, status="todo"))
 
 
 @router.register("issues", "edited")
@@ -66,33 +87,23 @@ async def opened(ctx: Context) -> None:
 async def changed(ctx: Context) -> None:
     # An open issue that was never a task (older than the connector, or newly matching the
     # label filter) becomes one; a closed one only updates an existing task.
-    create = ctx.issue.state == "open"
-    ctx.record(await ctx.connector.upsert_task(ctx.session, ctx.row, ctx.issue, create=create))
+    ctx.record(await ctx.upsert(create=ctx.issue.state == "open"))
 
 
 @router.register("issues", "closed")
 async def closed(ctx: Context) -> None:
-    ctx.record(
-        await ctx.connector.upsert_task(
-            ctx.session, ctx.row, ctx.issue, create=False, status="done"
-        )
-    )
+    ctx.record(await ctx.upsert(create=False, status="done"))
 
 
 @router.register("issues", "deleted")
 async def deleted(ctx: Context) -> None:
-    ctx.record(
-        await ctx.connector.upsert_task(
-            ctx.session, ctx.row, ctx.issue, create=False, status="cancelled"
-        )
-    )
+    ctx.record(await ctx.upsert(create=False, status="cancelled"))
 
 
 @router.register("issues", "assigned")
 async def assigned(ctx: Context) -> None:
-    change = await ctx.connector.upsert_task(
-        ctx.session, ctx.row, ctx.issue, create=ctx.issue.state == "open"
-    )
+    assert ctx.session is not None
+    change = await ctx.upsert(create=ctx.issue.state == "open")
     ctx.record(change)
     if change.task_id is None:
         return
@@ -115,6 +126,7 @@ async def assigned(ctx: Context) -> None:
 
 @router.register("issues", "unassigned")
 async def unassigned(ctx: Context) -> None:
+    assert ctx.session is not None
     project_id = ctx.connector.store.config(ctx.row).get("default_project_id")
     task = await find_task(ctx.session, project_id, core.external_ref(ctx.issue.number))
     if task is None:
@@ -125,6 +137,10 @@ async def unassigned(ctx: Context) -> None:
     if user is not None and task.assigned_to == user.id:
         task.assigned_to = None
         ctx.answer["task"] = "updated"
+
+
+# Handlers that do more than one task upsert need a session and one transaction around it all.
+SESSION_HANDLERS = frozenset({assigned, unassigned})
 
 
 async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -139,32 +155,34 @@ async def read_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> bytes:
     return bytes(body)
 
 
+def integration_id_param(value: str | None) -> int | None:
+    """The `?integration=` id, or None without one; 401 for anything but a plain number."""
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 10:
+        raise Unauthorized("Unknown integration")
+    return int(value)
+
+
 async def authenticate(
     connector: GitHubConnector,
-    session: AsyncSession,
+    driver_conn: Any,
     integration_param: str | None,
     body: bytes,
     signature: str | None,
-) -> list[Integration]:
-    """The integrations this delivery is signed for; verified before anything is parsed."""
+) -> list[Any]:
+    """The integrations this delivery is signed for; verified before anything is parsed.
+
+    The rows are read for every delivery (is_active and the stored secret take effect at once).
+    """
     if not signature:
         raise Unauthorized("Missing X-Hub-Signature-256")
-    # Plain rows (a Core select on the request's connection): cheaper than ORM objects here.
-    conn = await session.connection()
-    query = select(INTEGRATIONS).where(
-        INTEGRATIONS.c.provider == connector.provider, INTEGRATIONS.c.is_active.is_(True)
-    )
-    if integration_param is not None:
-        if not integration_param.isdigit() or len(integration_param) > 10:
-            raise Unauthorized("Unknown integration")
-        query = query.where(INTEGRATIONS.c.id == int(integration_param))
-    candidates = list((await conn.execute(query.order_by(INTEGRATIONS.c.id))).all())
+    integration_id = integration_id_param(integration_param)
+    candidates = await connector.webhook_candidates(driver_conn, integration_id)
     verified = [
         row
         for row in candidates
-        if core.verify_signature(
-            connector.store.config(row).secret("webhook_secret") or "", body, signature
-        )
+        if core.verify_signature(connector.webhook_secret(row), body, signature)
     ]
     if not verified:
         raise Unauthorized("Signature does not match" if candidates else "Unknown integration")
@@ -185,58 +203,118 @@ async def webhook(request: web.Request) -> web.Response:
     return web.json_response(answer, status=status)
 
 
-async def _handle(request: web.Request, connector: GitHubConnector) -> tuple[int, dict[str, Any]]:
-    body = await read_body(request)
-    # One session, one transaction: authentication, de-duplication and the task change.
-    async with connector.db.sessions() as session:
-        rows = await authenticate(
-            connector,
-            session,
-            request.query.get("integration"),
-            body,
-            request.headers.get("X-Hub-Signature-256"),
-        )
-        event = request.headers.get("X-GitHub-Event", "").strip()
-        if not event:
-            raise BadRequest("Missing X-GitHub-Event")
-        delivery_id = request.headers.get("X-GitHub-Delivery")
-        try:
-            delivery = core.parse_delivery(event, body, delivery_id)
-        except core.PayloadError as exc:
-            raise BadRequest(f"Malformed payload: {exc}") from None
-        if event == "ping":
-            return 200, {"ok": True, "pong": True, "_outcome": "ping"}
-        handler = router.lookup(event, delivery.action)
-        if handler is None or delivery.issue is None:
-            ignored = core.ignored_key(event, delivery.action)
-            return 202, {"ok": True, "ignored": ignored, "_outcome": "ignored"}
-        row = _for_repository(connector, rows, delivery.repo_full_name)
-        if row is None:
-            return 202, {"ok": True, "ignored": "repository", "_outcome": "ignored"}
-        if delivery.issue.is_pull_request:
-            return 202, {"ok": True, "ignored": "pull_request", "_outcome": "ignored"}
+Answer = tuple[int, dict[str, Any]]
+DUPLICATE: Answer = (200, {"ok": True, "duplicate": True, "_outcome": "duplicate"})
 
-        ctx = Context(connector, session, row, delivery)
-        if delivery_id and not await _first_time(connector, session, delivery_id, row.id):
-            return 200, {"ok": True, "duplicate": True, "_outcome": "duplicate"}
-        await handler(ctx)
+
+@dataclass(frozen=True)
+class Verified:
+    """A verified, parsed delivery with its integration and handler, ready to act on."""
+
+    row: Any
+    delivery: core.Delivery
+    handler: Any
+    key: str | None  # the delivery key to record, None when GitHub sent no delivery id
+
+
+async def _handle(request: web.Request, connector: GitHubConnector) -> Answer:
+    body = await read_body(request)
+    if connector.db.is_postgres:
+        # The pool's asyncpg connection in autocommit mode. A delivery whose whole effect is
+        # one task upsert costs two statements: the integration read, then the
+        # gateway_github_task_upsert function (delivery id, advisory lock, lookup, write) as
+        # one transaction.
+        # The clock is read first: on a settings-cache miss it takes a pooled connection of its
+        # own, and a request must never wait for a second connection while it holds one.
+        now = await connector.task_now()
+        async with connector.db.driver_connection() as conn:
+            verified = await _verify(request, connector, body, conn)
+            if not isinstance(verified, Verified):
+                return verified
+            if verified.handler not in SESSION_HANDLERS:
+                ctx = Context(
+                    connector,
+                    None,
+                    verified.row,
+                    verified.delivery,
+                    driver_conn=conn,
+                    delivery_key=verified.key,
+                    now=now,
+                )
+                await verified.handler(ctx)
+                return DUPLICATE if ctx.duplicate else await _answer(connector, ctx)
+        # Released before the session path below: a request never holds two connections.
+    else:
+        verified = await _verify(request, connector, body, None)
+        if not isinstance(verified, Verified):
+            return verified
+    # One session, one transaction: de-duplication and every change of the handler.
+    async with connector.db.sessions() as session:
+        ctx = Context(connector, session, verified.row, verified.delivery)
+        key = verified.key
+        if key is not None and not await _first_time(connector, session, key, ctx.row.id):
+            return DUPLICATE
+        await verified.handler(ctx)
         try:
             await session.commit()
         except IntegrityError:
             # A concurrent redelivery of the same id committed first: its work stands.
             await session.rollback()
-            return 200, {"ok": True, "duplicate": True, "_outcome": "duplicate"}
-    answer = {"ok": True, "event": core.ignored_key(event, delivery.action), **ctx.answer}
+            return DUPLICATE
+    return await _answer(connector, ctx)
+
+
+async def _verify(
+    request: web.Request, connector: GitHubConnector, body: bytes, driver_conn: Any
+) -> Verified | Answer:
+    """Authenticate, then parse and route; an Answer when there is nothing to do."""
+    rows = await authenticate(
+        connector,
+        driver_conn,
+        request.query.get("integration"),
+        body,
+        request.headers.get("X-Hub-Signature-256"),
+    )
+    event = request.headers.get("X-GitHub-Event", "").strip()
+    if not event:
+        raise BadRequest("Missing X-GitHub-Event")
+    delivery_id = request.headers.get("X-GitHub-Delivery")
+    try:
+        delivery = core.parse_delivery(event, body, delivery_id)
+    except core.PayloadError as exc:
+        raise BadRequest(f"Malformed payload: {exc}") from None
+    if event == "ping":
+        return 200, {"ok": True, "pong": True, "_outcome": "ping"}
+    handler = router.lookup(event, delivery.action)
+    if handler is None or delivery.issue is None:
+        ignored = core.ignored_key(event, delivery.action)
+        return 202, {"ok": True, "ignored": ignored, "_outcome": "ignored"}
+    row = _for_repository(connector, rows, delivery.repo_full_name)
+    if row is None:
+        return 202, {"ok": True, "ignored": "repository", "_outcome": "ignored"}
+    if delivery.issue.is_pull_request:
+        return 202, {"ok": True, "ignored": "pull_request", "_outcome": "ignored"}
+    return Verified(row, delivery, handler, _delivery_key(delivery_id, row.id))
+
+
+async def _answer(connector: GitHubConnector, ctx: Context) -> Answer:
+    delivery = ctx.delivery
+    answer = {"ok": True, "event": core.ignored_key(delivery.event, delivery.action), **ctx.answer}
     if ctx.start_timer_for is not None:
         user, task_id = ctx.start_timer_for
-        answer["timer"] = await connector.auto_start(row, user, task_id)
+        answer["timer"] = await connector.auto_start(ctx.row, user, task_id)
     return 200, {**answer, "_outcome": "processed"}
 
 
+def _delivery_key(delivery_id: str | None, integration_id: int) -> str | None:
+    """What gateway_webhook_deliveries records: a redelivery is per integration."""
+    return f"{delivery_id[:80]}:{integration_id}" if delivery_id else None
+
+
 async def _first_time(
-    connector: GitHubConnector, session: AsyncSession, delivery_id: str, integration_id: int
+    connector: GitHubConnector, session: AsyncSession, key: str, integration_id: int
 ) -> bool:
-    """Record the delivery id; False when it was recorded before (a redelivery).
+    """Record the delivery key; False when it was recorded before (a redelivery).
 
     ON CONFLICT DO NOTHING keeps the transaction usable; a concurrent insert of the same id
     waits for the other transaction and then sees its row.
@@ -246,7 +324,7 @@ async def _first_time(
         dialect_insert(DELIVERIES)
         .values(
             provider="github",
-            delivery_id=f"{delivery_id[:80]}:{integration_id}",
+            delivery_id=key,
             integration_id=integration_id,
             received_at=utcnow_naive(),
         )
@@ -257,9 +335,7 @@ async def _first_time(
     return (await conn.execute(statement)).first() is not None
 
 
-def _for_repository(
-    connector: GitHubConnector, rows: list[Integration], full_name: str | None
-) -> Integration | None:
+def _for_repository(connector: GitHubConnector, rows: list[Any], full_name: str | None) -> Any:
     for row in rows:
         config = connector.store.config(row)
         configured = f"{config.get('repo_owner')}/{config.get('repo_name')}".lower()

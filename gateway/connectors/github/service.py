@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets as pysecrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import keys
@@ -16,7 +17,7 @@ from gateway.auth.identity import Principal
 from gateway.connectors.base import Config, Connector, bool_value
 from gateway.connectors.catalog import GITHUB, SECRET_KEYS
 from gateway.connectors.github import core
-from gateway.db.database import Database
+from gateway.db.database import Database, lock_key
 from gateway.db.models import Integration, Task, User, WebhookDelivery
 from gateway.errors import BadRequest, Conflict, GatewayError, NotConfigured
 from gateway.logs import truncate_secret
@@ -25,6 +26,8 @@ from gateway.timeutil import to_wall, utcnow_naive
 log = logging.getLogger(__name__)
 
 TASKS = Task.__table__
+INTEGRATIONS = Integration.__table__
+TASK_LOCK = "github-task"  # advisory lock namespace of (project, issue)
 DELIVERY_RETENTION = timedelta(days=14)
 MAX_SYNC_PAGES = 20  # 20 × 50 = 1,000 open issues per sync, a bound on one request's work
 API_VERSION = "2022-11-28"
@@ -39,6 +42,86 @@ class TaskChange:
     action: str  # created, updated, unchanged, skipped
     task_id: int | None = None
     reason: str | None = None
+
+
+# What the executors report (see migration 157), and the answer each one gives.
+_SKIP_REASONS = {"missing": "no task for this issue", "filtered": "label filter"}
+
+
+def task_change(outcome: str, task_id: int | None) -> TaskChange:
+    if outcome in _SKIP_REASONS:
+        return TaskChange("skipped", reason=_SKIP_REASONS[outcome])
+    return TaskChange(outcome, task_id)
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """The values of one task upsert, computed by `GitHubConnector.plan_task`."""
+
+    project_id: int
+    external_ref: str
+    lock_key: int
+    create: bool
+    filter_ok: bool
+    status: str | None
+    name: str
+    description: str
+    priority: str
+    completed_at: datetime | None
+    created_by: int
+    now: datetime
+
+    def params(
+        self, delivery_key: str | None, integration_id: int | None, received_at: datetime | None
+    ) -> dict[str, Any]:
+        """The arguments of gateway_github_task_upsert, in its order."""
+        return {
+            "provider": "github",
+            "delivery_id": delivery_key,
+            "integration_id": integration_id,
+            "received_at": received_at,
+            "lock_key": self.lock_key,
+            "project_id": self.project_id,
+            "external_ref": self.external_ref,
+            "create": self.create,
+            "filter_ok": self.filter_ok,
+            "status": self.status,
+            "name": self.name,
+            "description": self.description,
+            "priority": self.priority,
+            "completed_at": self.completed_at,
+            "created_by": self.created_by,
+            "now": self.now,
+        }
+
+
+_ARGS = (
+    "provider delivery_id integration_id received_at lock_key project_id external_ref create "
+    "filter_ok status name description priority completed_at created_by now"
+).split()
+# Through SQLAlchemy (inside a session's transaction) and on the raw asyncpg connection.
+UPSERT_FUNCTION = text(
+    "SELECT outcome, task_id FROM gateway_github_task_upsert(:provider, :delivery_id, "
+    ":integration_id, :received_at, :lock_key, :project_id, :external_ref, :create, "
+    ":filter_ok, :status, :name, :description, :priority, :completed_at, :created_by, :now)"
+)
+UPSERT_FUNCTION_DRIVER_SQL = (
+    "SELECT outcome, task_id FROM gateway_github_task_upsert("
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+)
+_CANDIDATES = "SELECT id, user_id, config FROM integrations WHERE provider = $1 AND is_active"
+CANDIDATES_SQL = _CANDIDATES + " ORDER BY id"
+CANDIDATE_SQL = _CANDIDATES + " AND id = $2"
+SECRET_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class WebhookIntegration:
+    """The columns of an integration row the webhook path uses."""
+
+    id: int
+    user_id: int
+    config: dict[str, Any] | None
 
 
 @dataclass
@@ -62,6 +145,10 @@ class GitHubConnector(Connector):
         "label_filter": None,
         "priority_labels": {},
     }
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        self._secrets_seen: dict[str, str] = {}
 
     # -- status -----------------------------------------------------------------------------
 
@@ -204,10 +291,47 @@ class GitHubConnector(Connector):
 
     # -- tasks ------------------------------------------------------------------------------
 
+    def plan_task(
+        self,
+        row: Any,
+        issue: core.Issue,
+        *,
+        create: bool,
+        status: str | None,
+        now: datetime,
+    ) -> TaskPlan:
+        """Everything an upsert of the issue's task may write, decided here and only here.
+
+        Both executors (Python below for SQLite, the `gateway_github_task_upsert` function of
+        migration 157 on PostgreSQL) only look the task up under the lock and write these values.
+        """
+        config = self.store.config(row)
+        project_id = config.get("default_project_id")
+        ref = core.external_ref(issue.number)
+        return TaskPlan(
+            project_id=project_id,
+            external_ref=ref,
+            lock_key=lock_key(TASK_LOCK, project_id, ref),
+            create=create,
+            filter_ok=core.matches_label_filter(issue.labels, config.get("label_filter")),
+            status=status,
+            name=core.task_name(issue),
+            description=core.task_description(issue),
+            priority=core.priority_for(issue.labels, config.get("priority_labels") or {}),
+            completed_at=now if status == "done" else None,
+            created_by=row.user_id,
+            now=now,
+        )
+
+    async def task_now(self, session: AsyncSession | None = None) -> datetime:
+        """Now as wall time in the app's time zone (how TimeTracker stores task times)."""
+        app_tz, _ = await self.db.app_settings(session)
+        return to_wall(self.app[keys.TIMER].clock(), app_tz)
+
     async def upsert_task(
         self,
         session: AsyncSession,
-        row: Integration,
+        row: Any,
         issue: core.Issue,
         *,
         create: bool,
@@ -218,65 +342,75 @@ class GitHubConnector(Connector):
         Serialised per (project, issue) so that `opened` and `assigned` arriving together, or a
         webhook racing a sync, make one task. The caller commits.
         """
-        # Core statements on the session's connection: this is the webhook hot path, and the
-        # ORM unit of work costs more than the SQL here (see docs/PERFORMANCE.md).
-        config = self.store.config(row)
-        project_id = config.get("default_project_id")
-        ref = core.external_ref(issue.number)
-        conn = await session.connection()
-        async with self.db.xact_lock(session, "github-task", project_id, ref):
-            current = (
-                await conn.execute(
-                    select(
-                        TASKS.c.id,
-                        TASKS.c.name,
-                        TASKS.c.description,
-                        TASKS.c.priority,
-                        TASKS.c.status,
-                    )
-                    .where(TASKS.c.project_id == project_id, TASKS.c.external_ref == ref)
-                    .order_by(TASKS.c.id)
-                    .limit(1)
-                )
-            ).first()
-            app_tz, _ = await self.db.app_settings(session)
-            now = to_wall(self.app[keys.TIMER].clock(), app_tz)
-            fields = {
-                "name": core.task_name(issue),
-                "description": core.task_description(issue),
-                "priority": core.priority_for(issue.labels, config.get("priority_labels") or {}),
-            }
-            if current is None:
-                if not create:
-                    return TaskChange("skipped", reason="no task for this issue")
-                if not core.matches_label_filter(issue.labels, config.get("label_filter")):
-                    return TaskChange("skipped", reason="label filter")
-                new_status = status or "todo"
-                task_id = (
-                    await conn.execute(
-                        insert(TASKS)
-                        .values(
-                            project_id=project_id,
-                            status=new_status,
-                            created_by=row.user_id,
-                            created_at=now,
-                            updated_at=now,
-                            completed_at=now if new_status == "done" else None,
-                            external_ref=ref,
-                            **fields,
-                        )
-                        .returning(TASKS.c.id)
-                    )
-                ).scalar_one()
-                return TaskChange("created", task_id)
-            if status is not None and current.status != status:
-                fields.update(status=status, completed_at=now if status == "done" else None)
-            if all(getattr(current, k) == v for k, v in fields.items() if k != "completed_at"):
-                return TaskChange("unchanged", current.id)
-            await conn.execute(
-                update(TASKS).where(TASKS.c.id == current.id).values(updated_at=now, **fields)
-            )
-            return TaskChange("updated", current.id)
+        plan = self.plan_task(
+            row, issue, create=create, status=status, now=await self.task_now(session)
+        )
+        if self.db.is_postgres:
+            # The same function the webhook hot path calls, here inside the caller's transaction.
+            result = await session.execute(UPSERT_FUNCTION, plan.params(None, None, None))
+            outcome, task_id = result.one()
+            return task_change(outcome, task_id)
+        async with self.db.xact_lock(session, TASK_LOCK, plan.project_id, plan.external_ref):
+            outcome, task_id = await _upsert_in_python(await session.connection(), plan)
+        return task_change(outcome, task_id)
+
+    async def upsert_webhook_task(
+        self,
+        conn: Any,
+        row: Any,
+        issue: core.Issue,
+        delivery_key: str | None,
+        *,
+        create: bool,
+        status: str | None,
+        now: datetime,
+    ) -> TaskChange | None:
+        """PostgreSQL hot path: record the delivery and upsert the task in one round trip.
+
+        `conn` is the pool's asyncpg connection in autocommit mode, so the function's statement
+        is one transaction (the advisory lock ends with it). None for an already seen delivery.
+        """
+        plan = self.plan_task(row, issue, create=create, status=status, now=now)
+        outcome, task_id = await conn.fetchrow(
+            UPSERT_FUNCTION_DRIVER_SQL,
+            *_positional(plan.params(delivery_key, row.id, utcnow_naive())),
+        )
+        return None if outcome == "duplicate" else task_change(outcome, task_id)
+
+    async def webhook_candidates(self, conn: Any, integration_id: int | None) -> list[Any]:
+        """Active GitHub integrations (one, with an id): read on every delivery, never cached."""
+        if conn is not None:  # PostgreSQL: the driver connection, one autocommit SELECT
+            if integration_id is None:
+                records = await conn.fetch(CANDIDATES_SQL, self.provider)
+            else:
+                records = await conn.fetch(CANDIDATE_SQL, self.provider, integration_id)
+            return [WebhookIntegration(r[0], r[1], _json(r[2])) for r in records]
+        query = select(INTEGRATIONS.c.id, INTEGRATIONS.c.user_id, INTEGRATIONS.c.config).where(
+            INTEGRATIONS.c.provider == self.provider, INTEGRATIONS.c.is_active.is_(True)
+        )
+        if integration_id is not None:
+            query = query.where(INTEGRATIONS.c.id == integration_id)
+        async with self.db.sessions() as session:
+            rows = (await session.execute(query.order_by(INTEGRATIONS.c.id))).all()
+        return [WebhookIntegration(*r) for r in rows]
+
+    def webhook_secret(self, row: Any) -> str:
+        """The integration's webhook secret in plain text ("" when it has none).
+
+        Decryptions are remembered by the stored ciphertext itself: the row is read on every
+        delivery, so a regenerated secret (a new ciphertext) or a removed one takes effect at
+        once; only the repeated Fernet decryption of an unchanged value is skipped.
+        """
+        stored = (row.config or {}).get("webhook_secret")
+        if not stored:
+            return ""
+        plain = self._secrets_seen.get(stored)
+        if plain is None:
+            plain = self.store.config(row).secret("webhook_secret") or ""
+            if len(self._secrets_seen) >= SECRET_CACHE_SIZE:
+                self._secrets_seen.clear()
+            self._secrets_seen[stored] = plain
+        return plain
 
     # -- sync -------------------------------------------------------------------------------
 
@@ -375,6 +509,62 @@ class GitHubConnector(Connector):
         except BadRequest as exc:
             return f"not started: {exc.message}"
         return "started"
+
+
+async def _upsert_in_python(conn: Any, plan: TaskPlan) -> tuple[str, int | None]:
+    """SQLite's executor of a TaskPlan; the caller holds the lock. Mirrors migration 157."""
+    current = (
+        await conn.execute(
+            select(TASKS.c.id, TASKS.c.name, TASKS.c.description, TASKS.c.priority, TASKS.c.status)
+            .where(TASKS.c.project_id == plan.project_id, TASKS.c.external_ref == plan.external_ref)
+            .order_by(TASKS.c.id)
+            .limit(1)
+        )
+    ).first()
+    fields: dict[str, Any] = {
+        "name": plan.name,
+        "description": plan.description,
+        "priority": plan.priority,
+    }
+    if current is None:
+        if not plan.create:
+            return "missing", None
+        if not plan.filter_ok:
+            return "filtered", None
+        task_id = (
+            await conn.execute(
+                insert(TASKS)
+                .values(
+                    project_id=plan.project_id,
+                    status=plan.status or "todo",
+                    created_by=plan.created_by,
+                    created_at=plan.now,
+                    updated_at=plan.now,
+                    completed_at=plan.completed_at,
+                    external_ref=plan.external_ref,
+                    **fields,
+                )
+                .returning(TASKS.c.id)
+            )
+        ).scalar_one()
+        return "created", task_id
+    if plan.status is not None and current.status != plan.status:
+        fields.update(status=plan.status, completed_at=plan.completed_at)
+    if all(getattr(current, k) == v for k, v in fields.items() if k != "completed_at"):
+        return "unchanged", current.id
+    await conn.execute(
+        update(TASKS).where(TASKS.c.id == current.id).values(updated_at=plan.now, **fields)
+    )
+    return "updated", current.id
+
+
+def _positional(params: dict[str, Any]) -> list[Any]:
+    return [params[name] for name in _ARGS]
+
+
+def _json(value: Any) -> Any:
+    """A json/jsonb value from the driver: decoded by SQLAlchemy's codec, or still text."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 async def prune_deliveries(db: Database, older_than: timedelta = DELIVERY_RETENTION) -> int:
