@@ -36,6 +36,31 @@ from gateway.connectors.github.core import sign  # noqa: E402
 FIXTURE = REPO.parent / "shared" / "fixtures" / "github" / "webhooks" / "issues.opened.json"
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def cpu_snapshot(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server, of all PostgreSQL processes and of this load generator."""
+    postgres = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    postgres += _cpu_of(int(entry.name))
+            except OSError:
+                continue
+    own = os.times()
+    return {"server": _cpu_of(server_pid), "postgres": postgres, "client": own.user + own.system}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,7 +120,9 @@ async def prepare_gateway_db(url: str, key: str, secret: str) -> int:
     return int(iid)
 
 
-async def load(url: str, secret: str, total: int, concurrency: int, warmup: int) -> dict[str, float]:
+async def load(
+    url: str, secret: str, total: int, concurrency: int, warmup: int, server_pid: int
+) -> dict[str, float]:
     template = json.loads(FIXTURE.read_text())
     counter = iter(range(1, 10**9))
 
@@ -133,10 +160,17 @@ async def load(url: str, secret: str, total: int, concurrency: int, warmup: int)
 
         await asyncio.gather(*(worker(warmup // concurrency, False) for _ in range(concurrency)))
         per_worker = total // concurrency
+        cpu_before = cpu_snapshot(server_pid)
         started = time.perf_counter()
         await asyncio.gather(*(worker(per_worker, True) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_snapshot(server_pid)
     latencies.sort()
+    # CPU per request (ms) of each party: all share the machine's cores, so this is the budget.
+    cpu = {
+        f"cpu_ms_{k}": round((cpu_after[k] - cpu_before[k]) * 1000 / max(len(latencies), 1), 3)
+        for k in cpu_after
+    }
     return {
         "requests": len(latencies),
         "failures": failures,
@@ -144,6 +178,7 @@ async def load(url: str, secret: str, total: int, concurrency: int, warmup: int)
         "rps": round(len(latencies) / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+        **cpu,
     }
 
 
@@ -155,6 +190,7 @@ async def main() -> int:
     parser.add_argument(
         "--profile", metavar="FILE", help="record the gateway with py-spy (collapsed stacks) into FILE"
     )
+    parser.add_argument("--gateway-log", metavar="FILE", help="write the gateway's stderr to FILE")
     args = parser.parse_args()
 
     base_url = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
@@ -183,8 +219,13 @@ async def main() -> int:
         command = [sys.executable, "-m", "gateway"]
         if args.profile:
             command = ["py-spy", "record", "--format", "raw", "-o", args.profile, "--", *command]
+        log = (
+            os.open(args.gateway_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            if args.gateway_log
+            else subprocess.DEVNULL
+        )
         procs.append(subprocess.Popen(command, cwd=REPO, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                                      stdout=subprocess.DEVNULL, stderr=log))
         procs.append(subprocess.Popen(
             [sys.executable, str(REPO / "benchmarks" / "baseline_server.py"), "--port", str(base_port),
              "--dsn", dsn, "--secret", secret],
@@ -193,9 +234,10 @@ async def main() -> int:
         await wait_ready(f"http://127.0.0.1:{base_port}/api/integrations/github/webhook")
         path = "/api/integrations/github/webhook"
         baseline = await load(f"http://127.0.0.1:{base_port}{path}", secret, args.requests,
-                              args.concurrency, args.warmup)
+                              args.concurrency, args.warmup, procs[1].pid)
+        # Under py-spy the gateway is py-spy's child: its CPU is not counted then.
         gateway = await load(f"http://127.0.0.1:{gw_port}{path}?integration={integration_id}", secret,
-                             args.requests, args.concurrency, args.warmup)
+                             args.requests, args.concurrency, args.warmup, procs[0].pid)
     finally:
         for p in procs:
             p.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
