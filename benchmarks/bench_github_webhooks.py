@@ -218,7 +218,7 @@ async def main() -> int:
         }
         command = [sys.executable, "-m", "gateway"]
         if args.profile:
-            command = ["py-spy", "record", "--format", "raw", "-o", args.profile, "--", *command]
+            command = ["py-spy", "record", "--rate", "500", "--format", "raw", "-o", args.profile, "--", *command]
         log = (
             os.open(args.gateway_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             if args.gateway_log
