@@ -92,18 +92,22 @@ class Database:
         """The pool's own asyncpg connection (PostgreSQL only), for hot paths in autocommit.
 
         No SQLAlchemy execution layer and no BEGIN/COMMIT: each statement sent on it is its
-        own transaction. Never start a transaction on it without ending it. A connection that
-        saw an error of any kind is closed rather than returned to the pool, so the pool never
-        hands out one in an unknown state.
+        own transaction. Never start a transaction on it without ending it. After an error
+        that may leave it in an unknown state (cancelled mid-statement, a driver or network
+        error, still in a transaction) it is closed rather than returned to the pool.
         """
         if not self.is_postgres:
             raise RuntimeError("driver_connection() is for PostgreSQL")
         async with self._driver_slots:
             fairy = await self.engine.raw_connection()
+            conn = fairy.driver_connection
             try:
-                yield fairy.driver_connection
-            except BaseException:
-                await greenlet_spawn(fairy.invalidate)
+                yield conn
+            except BaseException as exc:
+                if _connection_unusable(conn, exc):
+                    await greenlet_spawn(fairy.invalidate)
+                else:  # e.g. a 401 raised by the caller: the connection itself is fine
+                    await greenlet_spawn(fairy.close)
                 raise
             else:
                 # In a greenlet: returning an overflow connection closes it, which awaits.
@@ -154,6 +158,17 @@ class Database:
             value = (zone(row.timezone, env_zone), max(int(row.rounding_minutes or 1), 1))
         self._settings_cache = (now, value)
         return value
+
+
+def _connection_unusable(conn: Any, exc: BaseException) -> bool:
+    """Whether an asyncpg connection must not go back to the pool after `exc`."""
+    import asyncpg  # only on PostgreSQL
+
+    if not isinstance(exc, Exception):  # cancelled, possibly in the middle of a statement
+        return True
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
+        return True
+    return conn.is_closed() or conn.is_in_transaction()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
