@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import hmac
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any
+
+from gateway.connectors.retry import parse_retry_after
 
 # -- signatures ------------------------------------------------------------------------------
 # https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
@@ -318,20 +318,6 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _retry_after(value: str, now: float) -> float | None:
-    """Retry-After as delay-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC with no stated zone (RFC 5322 §3.3)
-        when = when.replace(tzinfo=UTC)
-    return max(when.timestamp() - now, 0.0)
-
-
 def retry_delay(status: int, headers: Mapping[str, str], now: float) -> float | None:
     """Seconds GitHub asks us to wait before retrying, or None when it asks nothing.
 
@@ -343,7 +329,7 @@ def retry_delay(status: int, headers: Mapping[str, str], now: float) -> float | 
         return None
     retry_after = _header(headers, "retry-after")
     if retry_after is not None:
-        delay = _retry_after(retry_after, now)
+        delay = parse_retry_after(retry_after, now)
         if delay is not None:
             return delay
     if status in (403, 429) and (_header(headers, "x-ratelimit-remaining") or "").strip() == "0":
