@@ -515,3 +515,24 @@ async def test_prune_job_forgets_old_delivery_ids(gh) -> None:
     async with gh.app[keys.DB].sessions() as s:
         left = (await s.execute(select(WebhookDelivery.delivery_id))).scalars().all()
     assert len(left) == 1 and not left[0].startswith("old")
+
+
+async def test_card_links_the_users_github_login(gh) -> None:
+    saved = await gh.client.post(
+        "/api/integrations/github/config", json={"github_username": "Codertocat"}, headers=gh.auth
+    )
+    assert saved.status == 200
+    status = await (await gh.client.get("/api/integrations/github/status", headers=gh.auth)).json()
+    assert status["github_username"] == "Codertocat"
+    body = await (await gh.deliver("issues", payload("issues.assigned"))).json()
+    assert body["assigned_to"] == gh.owner.id
+    bad = await gh.client.post(
+        "/api/integrations/github/config", json={"github_username": "not a login"}, headers=gh.auth
+    )
+    assert bad.status == 400 and (await bad.json())["field"] == "github_username"
+    cleared = await gh.client.post(
+        "/api/integrations/github/config", json={"github_username": ""}, headers=gh.auth
+    )
+    assert cleared.status == 200
+    status = await (await gh.client.get("/api/integrations/github/status", headers=gh.auth)).json()
+    assert status["github_username"] is None

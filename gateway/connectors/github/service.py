@@ -207,8 +207,14 @@ class GitHubConnector(Connector):
         if pasted_secret and len(pasted_secret.strip()) < 8:
             raise BadRequest("webhook_secret: at least 8 characters", field="webhook_secret")
         regenerate = bool_value(body, "generate_webhook_secret", False)
+        login_given = "github_username" in body
+        login = _text(body, "github_username", None)
+        if login is not None and not core.validate_owner(login):
+            raise BadRequest("Not a valid GitHub login", field="github_username")
         if owner and repo and project_id is not None:
             await self._check_one_repo_per_project(project_id, owner, repo, user.id)
+        if login_given:
+            await self._link_login(user.id, login)
 
         row = await self.store.get_or_create(user.id)
 
@@ -242,6 +248,24 @@ class GitHubConnector(Connector):
         if generated:
             answer["webhook_secret"] = generated  # shown once, so the user can paste it in GitHub
         return answer
+
+    async def _link_login(self, user_id: int, login: str | None) -> None:
+        """users.github_username: the join key that assignment uses to find the assignee."""
+        async with self.db.sessions() as session:
+            await session.execute(
+                update(User).where(User.id == user_id).values(github_username=login)
+            )
+            await session.commit()
+
+    async def status(self, principal: Principal) -> dict[str, Any]:
+        body = await super().status(principal)
+        async with self.db.sessions() as session:
+            body["github_username"] = (
+                await session.execute(
+                    select(User.github_username).where(User.id == principal.user.id)
+                )
+            ).scalar_one_or_none()
+        return body
 
     async def _check_one_repo_per_project(
         self, project_id: int, owner: str, repo: str, user_id: int
