@@ -31,8 +31,6 @@ TASK_LOCK = "github-task"  # advisory lock namespace of (project, issue)
 DELIVERY_RETENTION = timedelta(days=14)
 MAX_SYNC_PAGES = 20  # 20 × 50 = 1,000 open issues per sync, a bound on one request's work
 API_VERSION = "2022-11-28"
-# Statuses a task moves out of when GitHub says the issue is open again.
-CLOSED_STATUSES = ("done", "cancelled")
 
 
 @dataclass
