@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import re
 import socket
@@ -81,9 +82,9 @@ def test_run_job_unknown_name_fails(env: dict[str, str]) -> None:
     assert "unknown job 'no_such_job'" in result.stderr
 
 
-def test_serve_first_run_prints_admin_password_and_login_works(env: dict[str, str]) -> None:
+def serve(env: dict[str, str], key: str) -> tuple[subprocess.Popen[str], int]:
+    """`python -m gateway` on a free port, its log on stdout."""
     port = free_port()
-    key = Fernet.generate_key().decode()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway"],
         cwd=REPO,
@@ -92,6 +93,33 @@ def test_serve_first_run_prints_admin_password_and_login_works(env: dict[str, st
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return proc, port
+
+
+def wait_ready(port: int) -> None:
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("the gateway did not become ready")
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out
+
+
+def test_serve_first_run_prints_admin_password_and_login_works(env: dict[str, str]) -> None:
+    key = Fernet.generate_key().decode()
+    proc, port = serve(env, key)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 60
@@ -105,16 +133,8 @@ def test_serve_first_run_prints_admin_password_and_login_works(env: dict[str, st
             if match:
                 password = match.group(1)
         assert password, "".join(lines)
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:  # noqa: S310
-                    assert r.status == 200
-                    break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(port)
         # Log in through the form with the printed password.
-        import http.cookiejar
-
         jar = http.cookiejar.CookieJar()
         opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
         html = opener.open(f"http://127.0.0.1:{port}/login", timeout=5).read().decode()
@@ -125,24 +145,11 @@ def test_serve_first_run_prints_admin_password_and_login_works(env: dict[str, st
         session = opener.open(f"http://127.0.0.1:{port}/api/session", timeout=5).read().decode()
         assert '"is_admin": true' in session
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     # A second start on the same database creates nobody.
-    port = free_port()
-    second = subprocess.Popen(
-        [sys.executable, "-m", "gateway"],
-        cwd=REPO,
-        env={**env, "GATEWAY_PORT": str(port), "SETTINGS_ENCRYPTION_KEY": key},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    second, port = serve(env, key)
     try:
-        time.sleep(3)
+        wait_ready(port)
     finally:
-        second.terminate()
-        out, _ = second.communicate(timeout=15)
+        out = stop(second)
     assert "First run" not in out
