@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import logging
 import os
 from pathlib import Path
@@ -110,3 +111,12 @@ class SecretBox:
         """A key for another purpose (session cookies), bound to the primary key."""
         hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=purpose)
         return hkdf.derive(base64.urlsafe_b64decode(self._primary_key.encode()))
+
+
+def same_secret(a: str | None, b: str | None) -> bool:
+    """Constant-time equality of two strings; any text (non-ASCII too), never raising."""
+    if a is None or b is None:
+        return False
+    return hmac.compare_digest(
+        a.encode("utf-8", "surrogatepass"), b.encode("utf-8", "surrogatepass")
+    )

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from tests.conftest import FIXTURES
 
@@ -27,6 +28,7 @@ class FakeGitHub:
         self.rate_limited_once = False
         self.page_size = 50
         self.token = "ghp_faketoken1234567890abcdefghijklmn"
+        self.next_link_base: str | None = None  # serve next-page links on another host
 
     @property
     def calls(self) -> list[str]:
@@ -64,11 +66,9 @@ class FakeGitHub:
         chunk = self.issues[(page - 1) * size : page * size]
         headers = {}
         if page * size < len(self.issues):
-            base = str(
-                request.url.with_query(
-                    {"state": "open", "per_page": str(size), "page": str(page + 1)}
-                )
-            )
+            query = {"state": "open", "per_page": str(size), "page": str(page + 1)}
+            url = URL(self.next_link_base) if self.next_link_base else request.url
+            base = str(url.with_query(query))
             headers["Link"] = f'<{base}>; rel="next"'
         return web.json_response(chunk, headers=headers)
 

@@ -364,3 +364,13 @@ def insert_user_role(user_id: int, role_id: int):  # type: ignore[no-untyped-def
     from gateway.db.models import user_roles
 
     return insert(user_roles).values(user_id=user_id, role_id=role_id)
+
+
+@pytest.mark.parametrize(("scopes", "expected"), [(None, 403), ("", 403), ("read:projects", 200)])
+async def test_token_without_scopes_has_no_access_even_to_session(
+    client, made, scopes, expected
+) -> None:
+    user = await made.user()
+    token = await made.token(user, scopes)
+    response = await client.get("/api/session", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == expected

@@ -9,7 +9,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from aiohttp import web
+from sqlalchemy import func, select, text
 
 from gateway import keys
 from gateway.app import create_app
@@ -536,3 +537,73 @@ async def test_card_links_the_users_github_login(gh) -> None:
     assert cleared.status == 200
     status = await (await gh.client.get("/api/integrations/github/status", headers=gh.auth)).json()
     assert status["github_username"] is None
+
+
+async def test_sync_and_opened_keep_the_status_people_set(gh) -> None:
+    gh.fake.issues = [issue(1, "Spelling")]
+    await gh.client.post("/api/integrations/github/sync", headers=gh.auth)
+    async with gh.app[keys.DB].sessions() as s:
+        await s.execute(text("UPDATE tasks SET status = 'in_progress'"))
+        await s.commit()
+    await gh.client.post("/api/integrations/github/sync", headers=gh.auth)
+    await gh.deliver("issues", payload("issues.opened"))
+    assert [t.status for t in await gh.tasks()] == ["in_progress"]
+    await gh.deliver("issues", payload("issues.reopened"))
+    assert [t.status for t in await gh.tasks()] == ["todo"]
+
+
+async def test_a_github_login_belongs_to_one_user(gh) -> None:
+    bob = await gh.made.user("bob")
+    bob_auth = {"Authorization": "Bearer " + await gh.made.token(bob)}
+    first = await gh.client.post(
+        "/api/integrations/github/config", json={"github_username": "Codertocat"}, headers=bob_auth
+    )
+    assert first.status == 200
+    second = await gh.client.post(
+        "/api/integrations/github/config", json={"github_username": "codertocat"}, headers=gh.auth
+    )
+    assert second.status == 400 and (await second.json())["field"] == "github_username"
+
+
+async def test_test_on_an_inactive_integration_is_409(gh) -> None:
+    bob = await gh.made.user("bob")
+    bob_auth = {"Authorization": "Bearer " + await gh.made.token(bob)}
+    saved = await gh.client.post(
+        "/api/integrations/github/config", json={"github_token": gh.fake.token}, headers=bob_auth
+    )
+    assert (await saved.json())["is_active"] is False
+    response = await gh.client.post("/api/integrations/github/test", headers=bob_auth)
+    assert response.status == 409
+    assert gh.fake.calls == []  # GitHub was not asked
+
+
+async def test_sync_never_sends_the_token_off_the_configured_api(gh, aiohttp_server) -> None:
+    elsewhere: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        elsewhere.append(request.headers.get("Authorization", ""))
+        return web.json_response([])
+
+    other = web.Application()
+    other.router.add_get("/{tail:.*}", record)
+    server = await aiohttp_server(other)
+    gh.fake.issues = [issue(1)] * 60  # more than one page
+    gh.fake.next_link_base = str(server.make_url("/steal"))
+    body = await (await gh.client.post("/api/integrations/github/sync", headers=gh.auth)).json()
+    assert elsewhere == []
+    assert body["created"] == 1 and "outside GITHUB_API_URL" in str(body) + str(
+        await (await gh.client.get("/api/integrations/github/status", headers=gh.auth)).json()
+    )
+
+
+async def test_changed_config_is_saved_key_by_key(gh) -> None:
+    """A save names only what it changes; other keys stay as the stored config has them."""
+    await gh.client.post(
+        "/api/integrations/github/config", json={"label_filter": "bug"}, headers=gh.auth
+    )
+    await gh.client.post(
+        "/api/integrations/github/config", json={"auto_start_timer": True}, headers=gh.auth
+    )
+    status = await (await gh.client.get("/api/integrations/github/status", headers=gh.auth)).json()
+    assert status["label_filter"] == "bug" and status["auto_start_timer"] is True
+    assert status["repo_owner"] == "Codertocat" and status["is_active"] is True

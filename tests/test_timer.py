@@ -281,7 +281,7 @@ async def test_events_published_without_waiting(client, made, app, clock, alice_
 
 
 async def test_failing_subscriber_does_not_break_timer(
-    client, made, app, clock, alice_token
+    client, made, app, clock, alice_token, caplog
 ) -> None:
     _, auth = alice_token
     project = await made.project()
@@ -294,6 +294,8 @@ async def test_failing_subscriber_does_not_break_timer(
         await client.post("/api/timer/start", json={"project_id": project.id}, headers=auth)
     ).status == 201
     await app[keys.EVENTS].drain()
+    assert "failed" in caplog.text and "slack down" in caplog.text  # logged, not swallowed
+    assert (await (await client.get("/api/timer/status", headers=auth)).json())["active"] is True
 
 
 async def test_today_uses_the_users_timezone(app, made, clock) -> None:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.app import create_app
-from tests.conftest import login
+from tests.conftest import CSRF_RE, login
 
 
 async def test_healthz_and_readyz(client) -> None:
@@ -118,11 +118,57 @@ async def test_metrics_count_requests_by_route_template(client, made) -> None:
         in text
     )
     assert 'route="unmatched"' in text
-    assert "gateway_webhook_deliveries_total" in text or "gateway_webhook_deliveries" in text
-    assert "gateway_job_runs" in text
+    assert "# TYPE gateway_webhook_deliveries_total counter" in text
+    assert "# TYPE gateway_job_runs_total counter" in text
 
 
 async def test_session_api_needs_auth(client, app) -> None:
     response = await client.get("/api/session")
     assert response.status == 401
     assert app[keys.SETTINGS].path_prefix == ""
+
+
+async def test_hostile_inputs_get_4xx_never_500(client, made) -> None:
+    """Non-ASCII tokens, broken multipart, deep nesting and NUL characters (review findings)."""
+    await made.user()
+    project = await made.project()
+    csrf = await login(client)
+    weird_csrf = await client.post("/api/timer/stop", headers={"X-CSRF-Token": "é"})
+    assert weird_csrf.status == 403
+    no_boundary = await client.post(
+        "/api/timer/stop", data=b"x", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert no_boundary.status == 400
+    deep = await client.post(
+        "/api/timer/start",
+        data=b"[" * 200_000,
+        headers={"Content-Type": "application/json", "X-CSRF-Token": csrf},
+    )
+    assert deep.status == 400
+    nul = await client.post(
+        "/api/timer/start",
+        json={"project_id": project.id, "notes": "x\u0000y"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert nul.status == 400 and (await nul.json())["field"] == "notes"
+    assert (await (await client.get("/api/timer/status")).json())["active"] is False
+    bad_remember = await client.get("/api/session", cookies={"remember_token": "1|éé"})
+    assert bad_remember.status == 200  # the gateway session still signs this client in
+
+
+async def test_hostile_login_inputs(client, made) -> None:
+    await made.user()
+    page = await client.get("/login")
+    csrf = CSRF_RE.search(await page.text()).group(1)
+    response = await client.post(
+        "/login", data={"username": "a", "password": "b", "csrf_token": "é"}
+    )
+    assert response.status == 403
+    nul = await client.post(
+        "/login", data={"username": "ali\x00ce", "password": "x", "csrf_token": csrf}
+    )
+    assert nul.status == 401
+    broken = await client.post("/login", data=b"x", headers={"Content-Type": "multipart/form-data"})
+    assert broken.status == 400
+    anonymous = await client.get("/", cookies={"remember_token": "1|éé"}, allow_redirects=False)
+    assert anonymous.status == 302

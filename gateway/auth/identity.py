@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,9 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import keys
+from gateway.crypto import same_secret
 from gateway.db.models import ApiToken, User, roles, user_roles
 from gateway.errors import Forbidden, Unauthorized
 from gateway.timeutil import utcnow_naive
+from gateway.web.jsonio import FORM_TYPES, read_form
 
 SESSION_USER = "uid"
 SESSION_CSRF = "csrf"
@@ -143,14 +144,10 @@ async def check_csrf(request: web.Request) -> None:
     session = await get_session(request)
     expected = session.get(SESSION_CSRF)
     given = request.headers.get(CSRF_HEADER)
-    if given is None and request.content_type in {
-        "application/x-www-form-urlencoded",
-        "multipart/form-data",
-    }:
-        form = await request.post()
-        value = form.get(CSRF_FIELD)
+    if given is None and request.content_type in FORM_TYPES:
+        value = (await read_form(request)).get(CSRF_FIELD)
         given = value if isinstance(value, str) else None
-    if not isinstance(expected, str) or not given or not hmac.compare_digest(expected, given):
+    if not isinstance(expected, str) or not given or not same_secret(expected, given):
         raise Forbidden("Missing or invalid CSRF token")
 
 
@@ -176,6 +173,8 @@ def protected(
                 raise Unauthorized("Authentication required")
             if scope is not None and not principal.allows(scope):
                 raise Forbidden(f"API token lacks the '{scope}' scope")
+            if scope is None and principal.scopes is not None and not principal.scopes:
+                raise Forbidden("API token has no scopes")  # TimeTracker: no scopes, no access
             if admin and not principal.is_admin:
                 raise Forbidden("Administrators only")
             if principal.uses_cookies and request.method not in SAFE_METHODS:

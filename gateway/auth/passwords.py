@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import string
+
+from gateway.crypto import same_secret
 
 _SALT_CHARS = string.ascii_letters + string.digits
 # Refuse absurd parameters from a tampered hash rather than burn CPU/memory on them.
@@ -48,7 +49,7 @@ def check_password(stored: str | None, password: str) -> bool:
     derived = _derive(method, salt, password)
     if derived is None:
         return False
-    return hmac.compare_digest(derived, expected)
+    return same_secret(derived, expected)
 
 
 def hash_password(password: str) -> str:

@@ -10,6 +10,8 @@ from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from gateway.crypto import same_secret
+
 # Flask's PERMANENT_SESSION_LIFETIME default; TimeTracker's cookies are not older than this.
 SESSION_MAX_AGE = 31 * 24 * 3600
 
@@ -71,7 +73,7 @@ class TimeTrackerCookies:
             return None
         payload, digest = cookie.rsplit("|", 1)
         expected = hmac.new(self._secret, payload.encode(), hashlib.sha512).hexdigest()
-        if not hmac.compare_digest(expected, digest):
+        if not same_secret(expected, digest):
             return None
         return _as_id(payload)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -19,9 +19,11 @@ async def read_json_object(request: web.Request, *, allow_empty: bool = False) -
 
     Forms are accepted too (the cards page may post them): values stay strings.
     """
-    if request.content_type in {"application/x-www-form-urlencoded", "multipart/form-data"}:
-        form = await _read_form(request)
-        return {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
+    if request.content_type in FORM_TYPES:
+        form = await read_form(request)
+        return _without_nul(
+            {k: v for k, v in form.items() if k != "csrf_token" and isinstance(v, str)}
+        )
     if request.content_type not in {"application/json", "application/octet-stream", ""} and not (
         request.content_type.endswith("+json")
     ):
@@ -35,15 +37,37 @@ async def read_json_object(request: web.Request, *, allow_empty: bool = False) -
             return {}
         raise BadRequest("A JSON object body is required")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = orjson.loads(raw)  # strict UTF-8 and depth-limited: no RecursionError
+    except orjson.JSONDecodeError:
         raise BadRequest("Malformed JSON body") from None
     if not isinstance(data, dict):
         raise BadRequest("The JSON body must be an object")
+    return _without_nul(data)
+
+
+def _without_nul(data: dict[str, Any]) -> dict[str, Any]:
+    """Refuse NUL characters: PostgreSQL cannot store them in text or JSONB."""
+    for key, value in data.items():
+        if "\x00" in key or _has_nul(value):
+            raise BadRequest(f"{key!r} contains a NUL character", field=key.replace("\x00", ""))
     return data
 
 
-async def _read_form(request: web.Request) -> Any:
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+async def read_form(request: web.Request) -> Any:
+    """The form body; malformed or oversized forms are a 4xx."""
     try:
         return await request.post()
     except web.HTTPRequestEntityTooLarge:

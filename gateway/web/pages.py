@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 
 import aiohttp_jinja2
@@ -22,9 +21,10 @@ from gateway.auth.identity import (
     resolve,
 )
 from gateway.auth.passwords import check_password
+from gateway.crypto import same_secret
 from gateway.db.models import User
 from gateway.errors import Forbidden
-from gateway.web.jsonio import ok
+from gateway.web.jsonio import ok, read_form
 
 routes = web.RouteTableDef()
 
@@ -50,18 +50,16 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/login")
 async def login_submit(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     session = await get_session(request)
     given = form.get(CSRF_FIELD)
     expected = session.get(SESSION_CSRF)
-    if not (
-        isinstance(given, str)
-        and isinstance(expected, str)
-        and hmac.compare_digest(given, expected)
-    ):
+    if not (isinstance(given, str) and isinstance(expected, str) and same_secret(given, expected)):
         raise Forbidden("Missing or invalid CSRF token: reload the page and try again")
     username = str(form.get("username") or "").strip().lower()[:80]
     password = str(form.get("password") or "")
+    if "\x00" in username or "\x00" in password:  # never a valid login; PostgreSQL refuses NUL
+        return await _login_page(request, error="Invalid username or password", status=401)
     db = request.app[keys.DB]
     async with db.sessions() as s:
         user = (

@@ -76,8 +76,13 @@ class Context:
 
 
 @router.register("issues", "opened")
-@router.register("issues", "reopened")
 async def opened(ctx: Context) -> None:
+    # A new task starts as todo; an existing one keeps the status people gave it.
+    ctx.record(await ctx.upsert(create=True))
+
+
+@router.register("issues", "reopened")
+async def reopened(ctx: Context) -> None:
     ctx.record(await ctx.upsert(create=True, status="todo"))
 
 

@@ -19,7 +19,7 @@ from gateway.connectors.catalog import GITHUB, SECRET_KEYS
 from gateway.connectors.github import core
 from gateway.db.database import Database, lock_key
 from gateway.db.models import Integration, Task, User, WebhookDelivery
-from gateway.errors import BadRequest, Conflict, GatewayError, NotConfigured
+from gateway.errors import BadRequest, Conflict, GatewayError
 from gateway.logs import truncate_secret
 from gateway.timeutil import to_wall, utcnow_naive
 
@@ -216,13 +216,21 @@ class GitHubConnector(Connector):
 
         row = await self.store.get_or_create(user.id)
 
+        values = {
+            "repo_owner": owner,
+            "repo_name": repo,
+            "default_project_id": project_id,
+            "auto_start_timer": auto_start,
+            "label_filter": label_filter,
+            "priority_labels": priority_labels,
+        }
+        # Only the keys this save names are written, onto the config read under the row lock:
+        # a concurrent save of other keys (or a first save on a new row) is never undone.
+        given = {k: v for k, v in values.items() if k in body or existing is None}
+
         def mutate(r: Integration, config: Config) -> str | None:
-            config.set("repo_owner", owner)
-            config.set("repo_name", repo)
-            config.set("default_project_id", project_id)
-            config.set("auto_start_timer", auto_start)
-            config.set("label_filter", label_filter)
-            config.set("priority_labels", priority_labels)
+            for key, value in given.items():
+                config.set(key, value)
             if token and token.strip():  # blank or absent: keep the stored token
                 config.set_secret("github_token", token.strip())
             generated = None
@@ -232,7 +240,10 @@ class GitHubConnector(Connector):
                 generated = pysecrets.token_urlsafe(32)
                 config.set_secret("webhook_secret", generated)
             r.is_active = bool(
-                owner and repo and project_id is not None and config.has("webhook_secret")
+                config.get("repo_owner")
+                and config.get("repo_name")
+                and config.get("default_project_id") is not None
+                and config.has("webhook_secret")
             )
             return generated
 
@@ -248,8 +259,23 @@ class GitHubConnector(Connector):
         return answer
 
     async def _link_login(self, user_id: int, login: str | None) -> None:
-        """users.github_username: the join key that assignment uses to find the assignee."""
+        """users.github_username: the join key that assignment uses to find the assignee.
+
+        A login belongs to one user: otherwise anyone could receive another's assignments.
+        """
         async with self.db.sessions() as session:
+            if login is not None:
+                taken = (
+                    await session.execute(
+                        select(User.id).where(
+                            func.lower(User.github_username) == login.lower(), User.id != user_id
+                        )
+                    )
+                ).first()
+                if taken is not None:
+                    raise BadRequest(
+                        "This GitHub login is linked to another user", field="github_username"
+                    )
             await session.execute(
                 update(User).where(User.id == user_id).values(github_username=login)
             )
@@ -279,7 +305,7 @@ class GitHubConnector(Connector):
             theirs = f"{config.get('repo_owner')}/{config.get('repo_name')}".lower()
             if theirs != wanted:
                 raise BadRequest(
-                    f"Project {project_id} already receives issues from {theirs}; "
+                    f"Project {project_id} already receives issues from another repository; "
                     "use one repository per project",
                     field="default_project_id",
                 )
@@ -294,9 +320,7 @@ class GitHubConnector(Connector):
         }
 
     async def test(self, principal: Principal) -> dict[str, Any]:
-        row = await self.store.find(principal.user.id)
-        if row is None:
-            raise NotConfigured()
+        row = await self.store.require_active(principal.user.id)  # 409 if missing or inactive
         token = self.store.config(row).secret("github_token")
         if not token:
             raise BadRequest("Save a GitHub token first", field="github_token")
@@ -467,6 +491,10 @@ class GitHubConnector(Connector):
                 await self._sync_one(row, item, result)
             url = core.parse_link_header(answer.headers.get("Link")).get("next")
             params = None  # the next link carries the query
+            if url and not url.startswith(self.settings.github_api_url + "/"):
+                # The token goes only to the configured API, whatever a Link header says.
+                fetch_error = "GitHub's next-page link points outside GITHUB_API_URL"
+                break
         if url and pages >= MAX_SYNC_PAGES and fetch_error is None:
             result.errors.append({"issue": None, "error": f"stopped after {MAX_SYNC_PAGES} pages"})
         touched = result.created + result.updated
@@ -489,7 +517,8 @@ class GitHubConnector(Connector):
                 result.skipped += 1
                 return
             async with self.db.sessions() as session:
-                change = await self.upsert_task(session, row, issue, create=True, status="todo")
+                # Existing tasks keep their status (in_progress, review, done set in TimeTracker).
+                change = await self.upsert_task(session, row, issue, create=True)
                 await session.commit()
         except (core.PayloadError, GatewayError) as exc:
             result.errors.append({"issue": number, "error": str(exc)})
