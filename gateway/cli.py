@@ -10,8 +10,10 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import keys
+from gateway.logs import redact
 from gateway.settings import ConfigError, Settings
 
 log = logging.getLogger("gateway")
@@ -63,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as exc:
+        # One line, no traceback: e.g. an SQLite file that cannot be created, a refused login.
+        detail = redact(str(getattr(exc, "orig", None) or exc).splitlines()[0])[:300]
+        print(f"database error ({type(exc).__name__}): {detail}", file=sys.stderr)
         return 1
     return 2
 

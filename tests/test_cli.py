@@ -153,3 +153,12 @@ def test_serve_first_run_prints_admin_password_and_login_works(env: dict[str, st
     finally:
         out = stop(second)
     assert "First run" not in out
+
+
+def test_unusable_database_is_one_line_not_a_traceback(env: dict[str, str], tmp_path: Path) -> None:
+    result = run(
+        ["migrate"], {**env, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db"}
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("database error")
