@@ -607,3 +607,24 @@ async def test_changed_config_is_saved_key_by_key(gh) -> None:
     status = await (await gh.client.get("/api/integrations/github/status", headers=gh.auth)).json()
     assert status["label_filter"] == "bug" and status["auto_start_timer"] is True
     assert status["repo_owner"] == "Codertocat" and status["is_active"] is True
+
+
+async def test_sync_and_webhooks_on_the_same_issues_at_once(gh) -> None:
+    """A sync and deliveries on the same issues at once: no errors, one task per issue."""
+    gh.fake.issues = [issue(n, f"Issue {n}") for n in range(1, 31)]
+    deliveries = []
+    for n in range(1, 11):
+        body = payload("issues.labeled")
+        body["issue"]["number"] = n
+        deliveries.append(gh.deliver("issues", body))
+    sync, *responses = await asyncio.wait_for(
+        asyncio.gather(
+            gh.client.post("/api/integrations/github/sync", headers=gh.auth), *deliveries
+        ),
+        timeout=20,
+    )
+    assert all(r.status == 200 for r in responses)
+    result = await sync.json()
+    assert result["ok"] is True and result["errors"] == []
+    refs = [t.external_ref for t in await gh.tasks()]
+    assert sorted(refs) == sorted(f"github_issue_{n}" for n in range(1, 31))

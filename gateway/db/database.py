@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import tzinfo
 from typing import Any
 
@@ -24,6 +25,7 @@ from gateway.db.models import OPTIONAL_TABLES, AppSettings
 from gateway.timeutil import zone
 
 SETTINGS_TTL = 30.0
+_holds_sqlite_writer: ContextVar[bool] = ContextVar("holds_sqlite_writer", default=False)
 POOL_SIZE = 20
 
 
@@ -52,6 +54,7 @@ class Database:
         self.optional_tables: frozenset[str] = frozenset()
         # SQLite has no advisory locks; a standalone gateway is one process, so these serve.
         self._local_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._sqlite_writer_lock = asyncio.Lock()
         self._settings_cache: tuple[float, tuple[tzinfo, int]] | None = None
         # driver_connection() users wait for one of the pool's steady connections instead of
         # making the pool open overflow connections, which it closes again on return: under a
@@ -79,13 +82,32 @@ class Database:
 
         The caller commits inside the block; on PostgreSQL the lock ends with the transaction.
         """
-        key = lock_key(*parts)
         if self.is_postgres:
+            key = lock_key(*parts)
             await session.execute(select(text("pg_advisory_xact_lock(:k)")).params(k=key))
             yield
         else:
-            async with self._local_locks[key]:
+            async with self.sqlite_writer():
                 yield
+
+    @asynccontextmanager
+    async def sqlite_writer(self) -> AsyncIterator[None]:
+        """On SQLite, one locked writer at a time in this process (a no-op on PostgreSQL).
+
+        SQLite has one write lock for the whole file, so finer keys buy nothing there and two
+        of them can deadlock against it (a transaction that wrote first waits for a key held
+        by one that waits for the write lock). Re-entrant within a task, so a transaction that
+        holds it from its first statement may call code that takes `xact_lock` again.
+        """
+        if self.is_postgres or _holds_sqlite_writer.get():
+            yield
+            return
+        async with self._sqlite_writer_lock:
+            token = _holds_sqlite_writer.set(True)
+            try:
+                yield
+            finally:
+                _holds_sqlite_writer.reset(token)
 
     @asynccontextmanager
     async def driver_connection(self) -> AsyncIterator[Any]:

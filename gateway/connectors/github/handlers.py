@@ -270,8 +270,9 @@ async def _handle(request: web.Request, connector: GitHubConnector) -> Answer:
         verified = await _verify(request, connector, body, None)
         if not isinstance(verified, Verified):
             return verified
-    # One session, one transaction: de-duplication and every change of the handler.
-    async with connector.db.sessions() as session:
+    # One session, one transaction: de-duplication and every change of the handler. On SQLite
+    # the writer lock is taken before the first write and held through the commit.
+    async with connector.db.sqlite_writer(), connector.db.sessions() as session:
         ctx = Context(connector, session, verified.row, verified.delivery)
         key = verified.key
         if key is not None and not await _first_time(connector, session, key, ctx.row.id):

@@ -516,7 +516,7 @@ class GitHubConnector(Connector):
             if issue.is_pull_request:
                 result.skipped += 1
                 return
-            async with self.db.sessions() as session:
+            async with self.db.sqlite_writer(), self.db.sessions() as session:
                 # Existing tasks keep their status (in_progress, review, done set in TimeTracker).
                 change = await self.upsert_task(session, row, issue, create=True)
                 await session.commit()
