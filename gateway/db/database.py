@@ -55,6 +55,7 @@ class Database:
         # SQLite has no advisory locks; a standalone gateway is one process, so these serve.
         self._local_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._sqlite_writer_lock = asyncio.Lock()
+        self._settings_refresh = asyncio.Lock()
         self._settings_cache: tuple[float, tuple[tzinfo, int]] | None = None
         # driver_connection() users wait for one of the pool's steady connections instead of
         # making the pool open overflow connections, which it closes again on return: under a
@@ -166,12 +167,29 @@ class Database:
         change of the app time zone may take that long to reach the gateway. Without a
         session, one is opened only when the cached value has expired.
         """
-        now = time.monotonic()
-        if self._settings_cache is not None and now - self._settings_cache[0] < SETTINGS_TTL:
-            return self._settings_cache[1]
-        if session is None:
+        cached = self._fresh_settings()
+        if cached is not None:
+            return cached
+        if session is not None:  # the caller's connection: read there, wait for nobody
+            return await self._read_settings(session)
+        # One refresh at a time among callers without a session: when the value expires under
+        # load they wait for it instead of each taking a connection to read the same row.
+        # (Callers holding a connection never wait on this lock, so it cannot deadlock the pool.)
+        async with self._settings_refresh:
+            cached = self._fresh_settings()
+            if cached is not None:
+                return cached
             async with self.sessions() as own:
-                return await self.app_settings(own)
+                return await self._read_settings(own)
+
+    def _fresh_settings(self) -> tuple[tzinfo, int] | None:
+        cache = self._settings_cache
+        if cache is not None and time.monotonic() - cache[0] < SETTINGS_TTL:
+            return cache[1]
+        return None
+
+    async def _read_settings(self, session: AsyncSession) -> tuple[tzinfo, int]:
+        now = time.monotonic()
         row = (await session.execute(select(AppSettings).limit(1))).scalar_one_or_none()
         env_zone = zone(self.env_tz)
         if row is None:
