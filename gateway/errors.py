@@ -36,10 +36,6 @@ class Forbidden(GatewayError):
     status = 403
 
 
-class NotFound(GatewayError):
-    status = 404
-
-
 class Conflict(GatewayError):
     status = 409
 
@@ -59,7 +55,3 @@ class NotConfigured(Conflict):
 
     def __init__(self) -> None:
         super().__init__(self.MESSAGE)
-
-
-class ServiceUnavailable(GatewayError):
-    status = 503

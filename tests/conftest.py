@@ -44,10 +44,6 @@ PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 ON_POSTGRES = PG_URL.startswith("postgresql")
 PASSWORD = "correct horse battery"
 
-requires_postgres = pytest.mark.skipif(
-    not ON_POSTGRES, reason="needs TEST_DATABASE_URL=postgresql+asyncpg://…"
-)
-
 
 async def _create_pg_database(name: str) -> str:
     admin = create_async_engine(PG_URL, isolation_level="AUTOCOMMIT")

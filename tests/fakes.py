@@ -26,7 +26,6 @@ class FakeGitHub:
         self.issues: list[dict[str, Any]] = []
         self.requests: list[web.Request] = []
         self.rate_limited_once = False
-        self.page_size = 50
         self.token = "ghp_faketoken1234567890abcdefghijklmn"
         self.next_link_base: str | None = None  # serve next-page links on another host
 

@@ -19,7 +19,6 @@ SHARED = Path(
 GITHUB = SHARED / "fixtures" / "github"
 WEBHOOKS = GITHUB / "webhooks"
 FIXTURE_NAMES = sorted(p.stem for p in WEBHOOKS.glob("*.json"))
-ISSUE_FIXTURES = [name for name in FIXTURE_NAMES if name.startswith("issues.")]
 
 
 def raw(name: str) -> bytes:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway import keys
 from gateway.auth.identity import Principal, principal_of, protected
@@ -106,21 +104,10 @@ class IntegrationStore:
         async with self.db.sessions() as session:
             return (await session.execute(self._query(user_id))).scalar_one_or_none()
 
-    async def get(
-        self, integration_id: int, session: AsyncSession | None = None
-    ) -> Integration | None:
-        async with self._session(session) as s:
-            row = await s.get(Integration, integration_id)
+    async def get(self, integration_id: int) -> Integration | None:
+        async with self.db.sessions() as session:
+            row = await session.get(Integration, integration_id)
             return row if row is not None and row.provider == self.provider else None
-
-    @asynccontextmanager
-    async def _session(self, session: AsyncSession | None) -> AsyncIterator[AsyncSession]:
-        """The caller's session when given (one transaction per request), else a new one."""
-        if session is not None:
-            yield session
-        else:
-            async with self.db.sessions() as new:
-                yield new
 
     async def require_active(self, user_id: int) -> Integration:
         row = await self.find(user_id)
@@ -128,9 +115,9 @@ class IntegrationStore:
             raise NotConfigured()
         return row
 
-    async def active_rows(self, session: AsyncSession | None = None) -> list[Integration]:
-        async with self._session(session) as s:
-            rows = await s.execute(
+    async def active_rows(self) -> list[Integration]:
+        async with self.db.sessions() as session:
+            rows = await session.execute(
                 select(Integration)
                 .where(Integration.provider == self.provider, Integration.is_active.is_(True))
                 .order_by(Integration.id)

@@ -283,12 +283,7 @@ class GitHubConnector(Connector):
 
     async def status(self, principal: Principal) -> dict[str, Any]:
         body = await super().status(principal)
-        async with self.db.sessions() as session:
-            body["github_username"] = (
-                await session.execute(
-                    select(User.github_username).where(User.id == principal.user.id)
-                )
-            ).scalar_one_or_none()
+        body["github_username"] = principal.user.github_username  # loaded for this request
         return body
 
     async def _check_one_repo_per_project(
