@@ -38,8 +38,8 @@ from gateway.db.models import (
 from gateway.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GATEWAY_SHARED_DIR") or REPO.parent / "shared")
-FIXTURES = SHARED / "fixtures"
+# Copies of the published payloads and vectors (tests/fixtures/README.md: sources, licences).
+FIXTURES = REPO / "tests" / "fixtures"
 PG_URL = os.environ.get("TEST_DATABASE_URL", "")
 ON_POSTGRES = PG_URL.startswith("postgresql")
 PASSWORD = "correct horse battery"

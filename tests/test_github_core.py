@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 from multidict import CIMultiDict
 
 from gateway.connectors.github import core
+from tests.conftest import FIXTURES
 
-SHARED = Path(
-    os.environ.get("GATEWAY_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared"
-)
-GITHUB = SHARED / "fixtures" / "github"
+GITHUB = FIXTURES / "github"
 WEBHOOKS = GITHUB / "webhooks"
 FIXTURE_NAMES = sorted(p.stem for p in WEBHOOKS.glob("*.json"))
 

@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from gateway.db.database import Database
 from gateway.db.migrate import alembic_config, current_revision, downgrade, pending, upgrade
+from tests.conftest import FIXTURES
 
 REV_155 = "155_add_integration_columns"
 # Later revisions (e.g. the gateway's own tables) build on 155: tests run them all.
@@ -190,14 +191,7 @@ def test_env_builds_its_own_engine_without_a_connection(tmp_path: Path) -> None:
 
 
 def _schema_sql() -> Path:
-    bases = [REPO.parent / "shared"]
-    if os.environ.get("GATEWAY_SHARED_DIR"):
-        bases.append(Path(os.environ["GATEWAY_SHARED_DIR"]))
-    for base in bases:
-        path = base / "fixtures" / "timetracker" / "schema.sql"
-        if path.is_file():
-            return path
-    pytest.fail(f"TimeTracker schema.sql not found under {bases}; set GATEWAY_SHARED_DIR")
+    return FIXTURES / "timetracker" / "schema.sql"
 
 
 def _server_url() -> URL:
