@@ -346,7 +346,7 @@ async def test_everything_carries_the_path_prefix(aiohttp_server, settings, page
     pending = {
         f"{PREFIX}/api/integrations/{name}/status"
         for name in ("github", "google", "slack")
-        if name not in app[keys.CONNECTORS]
+        if name not in app[keys.SERVICES].connectors
     }
     failed = [
         (response.url, response.status)
