@@ -565,7 +565,7 @@ def reply_stopped(project: str, task: str | None, duration_seconds: float) -> di
 
 def reply_not_running(*, command: str = COMMAND) -> dict[str, Any]:
     """`stop` or `status` with no timer running."""
-    return _ephemeral(f"No timer is running. Start one with `{command} start <project>`.")
+    return _ephemeral(f"No timer is running. Start one with `{command} start &lt;project&gt;`.")
 
 
 def reply_status(
@@ -610,7 +610,7 @@ def _https_or_http(url: str) -> bool:
 def reply_project_required(*, command: str = COMMAND) -> dict[str, Any]:
     """`start` without a project."""
     return _ephemeral(
-        f"Which project? Use `{command} start <project>` or `{command} start <project> / <task>`; "
+        f"Which project? Use `{command} start &lt;project&gt;` or `{command} start &lt;project&gt; / &lt;task&gt;`; "
         "a project id or part of its name is enough."
     )
 
@@ -624,8 +624,14 @@ def reply_ambiguous(
     if more > 0:
         lines.append(f"• …and {more} more")
     return _ephemeral(
-        f"Several {kind}s match “{_shown(query)}”:\n" + "\n".join(lines) + "\n"
-        f"Type more of the name, or the id (`{command} start <id>`)."
+        f"Several {kind}s match “{_shown(query)}”:\n"
+        + "\n".join(lines)
+        + "\n"
+        + (
+            f"Type more of the name, or the id (`{command} start &lt;id&gt;`)."
+            if kind == "project"
+            else "Type more of the name, or its id."
+        )
     )
 
 
@@ -643,8 +649,8 @@ def reply_help(unknown: str | None = None, *, command: str = COMMAND) -> dict[st
     c = escape_mrkdwn(command)
     return _ephemeral(
         f"{intro}*TimeTracker commands*\n"
-        f"• `{c} start <project>` — start a timer (project id or part of its name)\n"
-        f"• `{c} start <project> / <task>` — start a timer on a task\n"
+        f"• `{c} start &lt;project&gt;` — start a timer (project id or part of its name)\n"
+        f"• `{c} start &lt;project&gt; / &lt;task&gt;` — start a timer on a task\n"
         f"• `{c} stop` — stop the running timer\n"
         f"• `{c} status` — show the running timer\n"
         f"• `{c} today` — hours logged today\n"
@@ -1042,9 +1048,8 @@ def normalize_slack_user_id(value: Any) -> str | None:
     """Config `linked_slack_user_id`: a member ID (U… or W…), upper-cased; None when blank."""
     if _blank(value):
         return None
-    if not isinstance(value, str):
-        raise ValueError("linked_slack_user_id must be text")
-    candidate = value.strip().removeprefix("<@").removesuffix(">").split("|", 1)[0].upper()
+    text = value if isinstance(value, str) else ""
+    candidate = text.strip().removeprefix("<@").removesuffix(">").split("|", 1)[0].upper()
     if not _USER_ID_RE.fullmatch(candidate):
         raise ValueError(
             "linked_slack_user_id must be your Slack member ID like U0ABC1234 (in Slack: your "
