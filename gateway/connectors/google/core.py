@@ -32,6 +32,13 @@ def _clean_text(value: str) -> str:
     return "".join(ch for ch in value if ch >= " " or ch in "\t\n")
 
 
+def _aware(moment: datetime, name: str) -> datetime:
+    """`moment` itself; ValueError when naive (astimezone would read it in the host's zone)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime")
+    return moment
+
+
 def _cap(value: str, limit: int) -> str:
     if len(value) <= limit:
         return value
@@ -298,10 +305,11 @@ class TokenSet:
         id_token = data.get("id_token")
         if id_token is not None and not isinstance(id_token, str):
             raise PayloadError("id_token must be a string")
+        lifetime = timedelta(seconds=min(expires_in, EXPIRES_IN_MAX))
         return cls(
             access_token=access_token,
             refresh_token=refresh_token or None,
-            expires_at=now_utc.astimezone(UTC) + timedelta(seconds=min(expires_in, EXPIRES_IN_MAX)),
+            expires_at=_aware(now_utc, "now_utc").astimezone(UTC) + lifetime,
             scope=scope,
             id_token=id_token or None,
         )
@@ -727,6 +735,7 @@ def list_params(
     showDeleted returns cancelled events and instances so linked entries can follow them.
     timeMin bounds the events' end, timeMax their start: events still running are listed.
     """
+    _aware(now_utc, "now_utc")
     params = {
         "timeMin": rfc3339(now_utc - timedelta(days=clamp_days_back(days_back))),
         "timeMax": rfc3339(now_utc),
@@ -837,7 +846,8 @@ def export_event_body(
         "start": {"dateTime": rfc3339(start), "timeZone": "UTC"},
         "end": {"dateTime": rfc3339(end), "timeZone": "UTC"},
         # Private properties are visible to this app only; they mark the event as ours even
-        # when the user renames it. https://developers.google.com/calendar/api/guides/extended-properties
+        # when the user renames it.
+        # https://developers.google.com/calendar/api/guides/extended-properties
         "extendedProperties": {
             "private": {EXPORT_MARKER_KEY: EXPORT_MARKER_VALUE, EXPORT_ENTRY_KEY: str(entry.id)}
         },
@@ -908,6 +918,10 @@ def export_window(
     Repeats are harmless: event ids are deterministic and Google answers 409 duplicate.
     Never before connected_at (DESIGN §10: no older history), except by the DST shift itself.
     """
+    for moment, name in ((connected_at_utc, "connected_at_utc"), (now_utc, "now_utc")):
+        _aware(moment, name)
+    if last_export_utc is not None:
+        _aware(last_export_utc, "last_export_utc")
     lo_utc = connected_at_utc
     if last_export_utc is not None:
         lo_utc = max(connected_at_utc, last_export_utc - overlap)
