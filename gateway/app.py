@@ -18,7 +18,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from gateway import __version__, keys
 from gateway.auth.timetracker import TimeTrackerCookies
 from gateway.connectors.registry import PLUGINS
-from gateway.services import build_services
+from gateway.services import SERVICES, build_services
 from gateway.settings import Settings
 from gateway.timer import handlers as timer_handlers
 from gateway.timeutil import Clock, utcnow
@@ -64,7 +64,7 @@ def create_app(
     """The web app: services, every connector and its routes, pages and operations."""
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     services = build_services(settings, clock=clock, http_session_factory=http_session_factory)
-    app[keys.SERVICES] = services
+    app[SERVICES] = services
     app[keys.SETTINGS] = settings
     app[keys.SECRETS] = services.secrets
     app[keys.DB] = services.db
@@ -118,7 +118,7 @@ def create_app(
 
 def _services_ctx(dispatch_events: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        async with app[keys.SERVICES].running(dispatch_events=dispatch_events):
+        async with app[SERVICES].running(dispatch_events=dispatch_events):
             yield
 
     return ctx

@@ -24,7 +24,7 @@ class SecretError(Exception):
 
 
 def validate_key(variable: str, key: str) -> None:
-    from gateway.settings import ConfigError
+    from gateway.errors import ConfigError
 
     try:
         raw = base64.urlsafe_b64decode(key.encode())

@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 
+class ConfigError(Exception):
+    """Invalid configuration; the message names the variable."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
 class GatewayError(Exception):
     """An expected failure with an HTTP status and a message safe to show a user."""
 

@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from gateway.metrics import Metrics
     from gateway.outbox import TimerOutbox
     from gateway.scheduler import Scheduler
-    from gateway.services import Services
     from gateway.settings import Settings
     from gateway.timer.service import TimerService
 
@@ -29,7 +28,6 @@ TIMER: web.AppKey[TimerService] = web.AppKey("timer")
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")
 TT_COOKIES: web.AppKey[TimeTrackerCookies | None] = web.AppKey("tt_cookies")
 OUTBOX: web.AppKey[TimerOutbox] = web.AppKey("outbox")
-SERVICES: web.AppKey[Services] = web.AppKey("services")
 # Each connector's own key lives in its package (e.g. gateway.connectors.github.KEY).
 
 __all__ = [
@@ -40,7 +38,6 @@ __all__ = [
     "OUTBOX",
     "SCHEDULER",
     "SECRETS",
-    "SERVICES",
     "SETTINGS",
     "TIMER",
     "TT_COOKIES",

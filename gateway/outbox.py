@@ -154,11 +154,11 @@ class TimerOutbox:
     async def _dispatch(self, record: TimerEventRecord, done: set[str]) -> None:
         now = _naive_utc(self.clock())
         too_old = now - record.created_at > self.max_age
-        error: str | None = None
+        errors: list[str] = []
         retry = False
         if too_old:
-            error = "older than the age limit: not announced"
-            log.info("timer event %s skipped: %s", record.id, error)
+            errors.append("older than the age limit: not announced")
+            log.info("timer event %s skipped: older than the age limit", record.id)
         else:
             for name, subscriber in self.subscribers.items():
                 if name in done:
@@ -169,17 +169,17 @@ class TimerOutbox:
                     raise
                 except PermanentFailure as exc:
                     done.add(name)  # given up: recorded on the integration by the subscriber
-                    error = f"{name}: {exc}"[:500]
+                    errors.append(f"{name}: {exc}")
                 except Exception as exc:
                     retry = True
-                    error = f"{name}: {type(exc).__name__}: {exc}"[:500]
+                    errors.append(f"{name}: {type(exc).__name__}: {exc}")
                     log.warning("timer event %s: subscriber %s failed: %s", record.id, name, exc)
                 else:
                     done.add(name)
         finished = not retry or record.attempts >= MAX_ATTEMPTS
         values: dict[str, object] = {
             "done_subscribers": "\n".join(sorted(done)) or None,
-            "last_error": error,
+            "last_error": "; ".join(errors)[:500] or None,
             "locked_until": None,
         }
         if finished:

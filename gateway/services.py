@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
+from aiohttp import web
 
 from gateway import __version__
 from gateway.connectors.base import Connector, ConnectorDeps
@@ -93,6 +94,9 @@ class Services:
             await self.events.drain()  # in-flight notifications finish before the client closes
             await self.http.close()
             await self.db.dispose()
+
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 
 
 def build_services(

@@ -10,13 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from gateway.errors import ConfigError
 
-class ConfigError(Exception):
-    """Invalid configuration; the message names the variable."""
-
-    def __init__(self, variable: str, problem: str) -> None:
-        super().__init__(f"{variable}: {problem}")
-        self.variable = variable
+__all__ = ["ConfigError", "Settings"]
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

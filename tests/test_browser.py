@@ -16,8 +16,8 @@ import pytest
 from aiohttp import ClientSession, web
 from yarl import URL
 
-from gateway import keys
 from gateway.app import create_app
+from gateway.services import SERVICES
 from tests.conftest import PASSWORD, Made
 from tests.fakes import issue
 
@@ -346,7 +346,7 @@ async def test_everything_carries_the_path_prefix(aiohttp_server, settings, page
     pending = {
         f"{PREFIX}/api/integrations/{name}/status"
         for name in ("github", "google", "slack")
-        if name not in app[keys.SERVICES].connectors
+        if name not in app[SERVICES].connectors
     }
     failed = [
         (response.url, response.status)

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.connectors.github import core
 from gateway.connectors.github.tasks import TASKS, TaskChange
 from gateway.connectors.webhooks import Delivery
-from gateway.db.models import Task
+from gateway.db.models import Task, User
 
-if TYPE_CHECKING:
-    from gateway.connectors.github.service import GitHubConnector
+
+class GitHubConnector(Protocol):
+    """What the actions use of the connector (gateway/connectors/github/service.py)."""
+
+    async def upsert(
+        self, delivery: Delivery, *, create: bool, status: str | None = None
+    ) -> TaskChange: ...
+
+    async def linked_user(self, session: AsyncSession, login: str | None) -> User | None: ...
+
+    async def task_now(self, session: AsyncSession | None = None) -> datetime: ...
+
+    async def auto_start(self, config: Any, user: User, task_id: int) -> str: ...
 
 router = core.Router()
 
