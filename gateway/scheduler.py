@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, TypeVar
@@ -39,50 +39,6 @@ class Job:
     spec: str  # cron expression, evaluated in UTC
     func: JobFunc
     description: str = ""
-
-
-@dataclass
-class UserOutcome:
-    item: Any
-    ok: bool
-    error: str | None = None
-    result: Any = None
-
-
-async def run_per_user(
-    items: Iterable[T],
-    worker: Callable[[T], Awaitable[Any]],
-    *,
-    concurrency: int,
-    label: Callable[[T], str] = str,
-) -> list[UserOutcome]:
-    """Run worker(item) for every item, at most `concurrency` at once.
-
-    Each item's failure is caught and returned, never propagated: one broken token cannot stop
-    the others. Each worker opens its own database session (sessions are never shared).
-    """
-    semaphore = asyncio.Semaphore(max(concurrency, 1))
-
-    async def guarded(item: T) -> UserOutcome:
-        async with semaphore:
-            try:
-                return UserOutcome(item, True, result=await worker(item))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "job item %s failed: %s", label(item), type(exc).__name__, exc_info=True
-                )
-                return UserOutcome(item, False, error=f"{type(exc).__name__}: {exc}"[:500])
-
-    return list(await asyncio.gather(*(guarded(item) for item in items)))
-
-
-def report_from(job: str, outcomes: list[UserOutcome], **detail: Any) -> JobReport:
-    failed = sum(1 for o in outcomes if not o.ok)
-    succeeded = len(outcomes) - failed
-    outcome = "success" if failed == 0 else ("partial" if succeeded else "error")
-    return JobReport(job=job, outcome=outcome, succeeded=succeeded, failed=failed, detail=detail)
 
 
 class UnknownJob(KeyError):

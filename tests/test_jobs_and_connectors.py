@@ -11,7 +11,7 @@ from gateway import keys
 from gateway.connectors.base import NOT_CONFIGURED, IntegrationStore
 from gateway.db.models import Integration
 from gateway.errors import NotConfigured
-from gateway.scheduler import Job, JobReport, report_from, run_per_user
+from gateway.scheduler import Job, JobReport
 
 
 @pytest.fixture
@@ -23,29 +23,6 @@ async def ready_app(app):  # type: ignore[no-untyped-def]
 
 def store_for(app, provider: str = "test_connector") -> IntegrationStore:  # type: ignore[no-untyped-def]
     return IntegrationStore(app[keys.DB], app[keys.SECRETS], provider, "Test", ["api_token"])
-
-
-async def test_run_per_user_isolates_failures_and_bounds_concurrency() -> None:
-    running = 0
-    peak = 0
-
-    async def worker(n: int) -> int:
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.01)
-        running -= 1
-        if n % 3 == 0:
-            raise RuntimeError(f"user {n} token revoked")
-        return n * 2
-
-    outcomes = await run_per_user(range(1, 10), worker, concurrency=3)
-    assert peak == 3
-    assert [o.item for o in outcomes if not o.ok] == [3, 6, 9]
-    assert [o.result for o in outcomes if o.ok] == [2, 4, 8, 10, 14, 16]
-    assert "token revoked" in outcomes[2].error
-    report = report_from("sync", outcomes)
-    assert (report.outcome, report.succeeded, report.failed) == ("partial", 6, 3)
 
 
 async def test_scheduler_runs_never_overlap(ready_app) -> None:
