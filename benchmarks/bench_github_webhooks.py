@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from gateway.connectors.github.core import sign  # noqa: E402
 
-FIXTURE = REPO.parent / "shared" / "fixtures" / "github" / "webhooks" / "issues.opened.json"
+FIXTURE = REPO / "tests" / "fixtures" / "github" / "webhooks" / "issues.opened.json"
 
 
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,6 +40,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(command: Coroutine[Any, Any, int]) -> int:
+    """asyncio.run, but a database failure is reported only after the driver has settled.
+
+    aiosqlite answers from a worker thread; after a failed connection the thread may still hand
+    a result to the loop while asyncio.run is closing it, which prints a thread traceback
+    after our one-line error. Collecting the dead connection and yielding to the loop first
+    lets the thread finish against a loop that is still open.
+    """
+
+    async def settled() -> int:
+        try:
+            return await command
+        except SQLAlchemyError:
+            gc.collect()
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            raise
+
+    return asyncio.run(settled())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gateway.logs import configure_logging
 
@@ -53,13 +76,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "serve":
             return serve(settings)
         if command == "migrate":
-            return asyncio.run(_migrate(settings))
+            return _run(_migrate(settings))
         if command == "users":
-            return asyncio.run(_users_create(settings, args))
+            return _run(_users_create(settings, args))
         if command == "run-job":
-            return asyncio.run(_run_job(settings, args.name))
+            return _run(_run_job(settings, args.name))
         if command == "rotate-keys":
-            return asyncio.run(_rotate_keys(settings))
+            return _run(_rotate_keys(settings))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

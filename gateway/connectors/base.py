@@ -414,7 +414,7 @@ class Connector:
             "connected": bool(row is not None and self.is_connected(row, config)),
         }
         body.update(config.public(self.table.defaults))
-        body["missing"] = self.table.missing(config.raw, config.has)
+        body["missing"] = self.activation_missing(config)
         body.update(
             last_sync_at=iso_utc(row.last_sync_at) if row else None,
             last_sync_status=row.last_sync_status if row else None,
