@@ -16,16 +16,11 @@ from aiohttp_session import setup as setup_sessions
 
 from gateway import __version__, keys
 from gateway.auth.timetracker import TimeTrackerCookies
-from gateway.connectors.github import setup as setup_github
-from gateway.connectors.http import HttpClient
-from gateway.crypto import SecretBox, load_or_create_primary_key
-from gateway.db.database import Database
-from gateway.events import EventBus
-from gateway.metrics import Metrics
-from gateway.scheduler import Scheduler
+from gateway.connectors.registry import PLUGINS
+from gateway.services import build_services
 from gateway.settings import Settings
 from gateway.timer import handlers as timer_handlers
-from gateway.timer.service import TimerService
+from gateway.timeutil import Clock, utcnow
 from gateway.web import embedding, ops, pages
 from gateway.web.middleware import setup_middlewares
 
@@ -38,9 +33,6 @@ SESSION_COOKIE = "tt_gateway_session"
 SESSION_MAX_AGE = 12 * 3600
 # Webhook receivers read their own (larger) bodies from the stream with their own cap.
 CLIENT_MAX_SIZE = 1024 * 1024
-
-# Each connector package exposes setup(app); this tuple is the one place connectors are wired.
-CONNECTOR_SETUPS: tuple[Callable[[web.Application], None], ...] = (setup_github,)
 
 
 @lru_cache(maxsize=256)
@@ -65,29 +57,27 @@ def create_app(
     *,
     http_session_factory: Callable[[], aiohttp.ClientSession] | None = None,
     start_scheduler: bool | None = None,
+    clock: Clock = utcnow,
+    dispatch_events: bool = True,
 ) -> web.Application:
+    """The web app: services, every connector and its routes, pages and operations."""
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    services = build_services(settings, clock=clock, http_session_factory=http_session_factory)
+    app[keys.SERVICES] = services
     app[keys.SETTINGS] = settings
-
-    primary, _source = load_or_create_primary_key(
-        settings.encryption_key, settings.encryption_key_file, settings.data_dir
-    )
-    secrets = SecretBox(primary, settings.encryption_old_keys)
-    app[keys.SECRETS] = secrets
-    db = Database(settings.database_url, env_tz=settings.tz)
-    app[keys.DB] = db
-    metrics = Metrics()
-    app[keys.METRICS] = metrics
-    events = EventBus()
-    app[keys.EVENTS] = events
-    app[keys.TIMER] = TimerService(db, events)
-    app[keys.SCHEDULER] = Scheduler(db, metrics)
+    app[keys.SECRETS] = services.secrets
+    app[keys.DB] = services.db
+    app[keys.METRICS] = services.metrics
+    app[keys.EVENTS] = services.events
+    app[keys.OUTBOX] = services.outbox
+    app[keys.TIMER] = services.timer
+    app[keys.SCHEDULER] = services.scheduler
+    app[keys.HTTP] = services.http
     app[keys.TT_COOKIES] = (
         TimeTrackerCookies(settings.timetracker_secret_key)
         if settings.timetracker_secret_key
         else None
     )
-    app[keys.CONNECTORS] = {}
 
     setup_middlewares(app)
     # Sessions after the error middleware: their cookie is saved on redirects too.
@@ -96,7 +86,7 @@ def create_app(
     setup_sessions(
         app,
         embedding.SessionCookieStorage(
-            secrets.derive(b"tt-gateway session cookie"),
+            services.secrets.derive(b"tt-gateway session cookie"),
             cookie_name=SESSION_COOKIE,
             httponly=True,
             path=settings.path_prefix or "/",
@@ -119,48 +109,22 @@ def create_app(
     app.add_routes(timer_handlers.routes)
     app.router.add_static("/static/", STATIC_DIR, name="static", append_version=False)
 
-    for setup_connector in CONNECTOR_SETUPS:
-        setup_connector(app)
+    for plugin in PLUGINS:
+        plugin.install(app, services.connectors[plugin.slug], services)
 
     run_scheduler = settings.scheduler if start_scheduler is None else start_scheduler
-    app.cleanup_ctx.append(_database_ctx)
-    app.cleanup_ctx.append(_http_ctx(http_session_factory))
-    app.cleanup_ctx.append(_events_ctx)
+    app.cleanup_ctx.append(_services_ctx(dispatch_events))
     if run_scheduler:
         app.cleanup_ctx.append(_scheduler_ctx)
     return app
 
 
-async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
-    db = app[keys.DB]
-    await db.inspect_optional_tables()
-    yield
-    await db.dispose()
-
-
-def _http_ctx(
-    factory: Callable[[], aiohttp.ClientSession] | None,
-) -> Callable[[web.Application], AsyncIterator[None]]:
+def _services_ctx(dispatch_events: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        session = (
-            factory()
-            if factory
-            else aiohttp.ClientSession(
-                headers={"User-Agent": f"tt-gateway/{__version__}"},
-                timeout=aiohttp.ClientTimeout(total=10),
-            )
-        )
-        app[keys.HTTP] = HttpClient(session, app[keys.METRICS])
-        yield
-        await session.close()
+        async with app[keys.SERVICES].running(dispatch_events=dispatch_events):
+            yield
 
     return ctx
-
-
-async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    # Let in-flight notifications finish before the HTTP session closes.
-    await app[keys.EVENTS].drain()
 
 
 async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -74,36 +74,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-async def _prepare(settings: Settings, *, migrate: bool) -> web.Application:
-    """An app with its resources started (database, HTTP client), scheduler off."""
-    from gateway.app import create_app
-
-    app = create_app(settings, start_scheduler=False)
-    if migrate:
-        await _upgrade(app)
-    return app
-
-
-async def _upgrade(app: web.Application) -> None:
+async def _migrated_database(settings: Settings, *, migrate: bool):  # type: ignore[no-untyped-def]
+    """The database and secret box only: what migrate, users and rotate-keys need."""
     from gateway.db.migrate import upgrade
+    from gateway.services import open_database
 
-    await upgrade(app[keys.DB].engine)
+    db, secrets = open_database(settings)
+    if migrate:
+        try:
+            await upgrade(db.engine)
+        except BaseException:
+            await db.dispose()
+            raise
+    return db, secrets
 
 
 async def _migrate(settings: Settings) -> int:
-    app = await _prepare(settings, migrate=True)
-    await app[keys.DB].dispose()
+    db, _ = await _migrated_database(settings, migrate=True)
+    await db.dispose()
     print("database is at the latest revision")
     return 0
-
-
-async def _with_started(app: web.Application, coro_factory):  # type: ignore[no-untyped-def]
-    runner = web.AppRunner(app)
-    await runner.setup()  # runs the cleanup contexts' set-up (database, HTTP client)
-    try:
-        return await coro_factory()
-    finally:
-        await runner.cleanup()
 
 
 async def _users_create(settings: Settings, args: argparse.Namespace) -> int:
@@ -116,32 +106,35 @@ async def _users_create(settings: Settings, args: argparse.Namespace) -> int:
         if password != getpass.getpass("Repeat: "):
             print("passwords differ", file=sys.stderr)
             return 2
-    app = await _prepare(settings, migrate=settings.auto_migrate)
+    db, _ = await _migrated_database(settings, migrate=settings.auto_migrate)
     try:
-        user_id = await create_user(app[keys.DB], args.username, password, admin=args.admin)
+        user_id = await create_user(db, args.username, password, admin=args.admin)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        await app[keys.DB].dispose()
+        await db.dispose()
     print(f"created user {args.username.strip().lower()!r} (id {user_id})")
     return 0
 
 
 async def _run_job(settings: Settings, name: str) -> int:
-    from gateway.scheduler import UnknownJob
+    """Services and connectors (their jobs), no web app and no routes."""
+    from gateway.db.migrate import upgrade
+    from gateway.services import build_services
 
-    app = await _prepare(settings, migrate=settings.auto_migrate)
-    scheduler = app[keys.SCHEDULER]
+    services = build_services(settings)
+    scheduler = services.scheduler
     if name not in scheduler.jobs:
         known = ", ".join(sorted(scheduler.jobs)) or "none"
         print(f"error: unknown job {name!r} (known: {known})", file=sys.stderr)
-        await app[keys.DB].dispose()
+        await services.db.dispose()
         return 2
+    if settings.auto_migrate:
+        await upgrade(services.db.engine)
     try:
-        report = await _with_started(app, lambda: scheduler.run(name))
-    except UnknownJob:
-        return 2
+        async with services.running(dispatch_events=False):
+            report = await scheduler.run(name)
     except Exception as exc:  # the job could not run at all: say so, exit non-zero
         print(f"error: job {name} could not run: {type(exc).__name__}", file=sys.stderr)
         return 1
@@ -152,11 +145,11 @@ async def _run_job(settings: Settings, name: str) -> int:
 async def _rotate_keys(settings: Settings) -> int:
     from gateway.rotation import rotate_all
 
-    app = await _prepare(settings, migrate=settings.auto_migrate)
+    db, secrets = await _migrated_database(settings, migrate=settings.auto_migrate)
     try:
-        rows, values = await rotate_all(app[keys.DB], app[keys.SECRETS])
+        rows, values = await rotate_all(db, secrets)
     finally:
-        await app[keys.DB].dispose()
+        await db.dispose()
     print(f"re-encrypted {values} secret value(s) in {rows} integration(s)")
     return 0
 
@@ -166,10 +159,12 @@ def serve(settings: Settings) -> int:
     from gateway.users import first_run
 
     async def build() -> web.Application:
+        from gateway.db.migrate import upgrade
+
         app = create_app(settings)
         db = app[keys.DB]
         if settings.auto_migrate:
-            await _upgrade(app)
+            await upgrade(db.engine)
         password = await first_run(db)
         if password is not None:
             log.warning("First run: created user 'admin' with password: %s", password)

@@ -8,13 +8,14 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from gateway.auth.timetracker import TimeTrackerCookies
-    from gateway.connectors.base import Connector
     from gateway.connectors.http import HttpClient
     from gateway.crypto import SecretBox
     from gateway.db.database import Database
     from gateway.events import EventBus
     from gateway.metrics import Metrics
+    from gateway.outbox import TimerOutbox
     from gateway.scheduler import Scheduler
+    from gateway.services import Services
     from gateway.settings import Settings
     from gateway.timer.service import TimerService
 
@@ -27,16 +28,19 @@ EVENTS: web.AppKey[EventBus] = web.AppKey("events")
 TIMER: web.AppKey[TimerService] = web.AppKey("timer")
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")
 TT_COOKIES: web.AppKey[TimeTrackerCookies | None] = web.AppKey("tt_cookies")
-CONNECTORS: web.AppKey[dict[str, Connector]] = web.AppKey("connectors")
+OUTBOX: web.AppKey[TimerOutbox] = web.AppKey("outbox")
+SERVICES: web.AppKey[Services] = web.AppKey("services")
+# Each connector's own key lives in its package (e.g. gateway.connectors.github.KEY).
 
 __all__ = [
-    "CONNECTORS",
     "DB",
     "EVENTS",
     "HTTP",
     "METRICS",
+    "OUTBOX",
     "SCHEDULER",
     "SECRETS",
+    "SERVICES",
     "SETTINGS",
     "TIMER",
     "TT_COOKIES",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from gateway.connectors.base import IntegrationStore
+from gateway.connectors.base import Config, IntegrationStore
 from gateway.connectors.catalog import SECRET_KEYS
 from gateway.crypto import SecretBox
 from gateway.db.database import Database
@@ -25,8 +25,12 @@ async def rotate_all(db: Database, secrets: SecretBox) -> tuple[int, int]:
     for integration_id, provider in ids:
         store = IntegrationStore(db, secrets, provider, provider, SECRET_KEYS[provider])
         # update() re-wraps legacy plaintext and old-key values before it writes.
-        _, count = await store.update(integration_id, lambda _row, config: config.rewrap_secrets())
+        _, count = await store.update(integration_id, _rewrap)
         if count:
             rows += 1
             values += count
     return rows, values
+
+
+async def _rewrap(_row: object, config: Config, _session: object) -> int:
+    return config.rewrap_secrets()

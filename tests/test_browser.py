@@ -246,7 +246,7 @@ async def test_login_form_shows_the_cards(aiohttp_server, app, made: Made, page:
 
     # Connectors this process does not run say so and are never asked for a status.
     for name in ("google", "slack"):
-        if name in app[keys.CONNECTORS]:
+        if name in app[keys.SERVICES].connectors:
             continue
         await expect(page.locator(f"#card-{name} [data-status-badge]")).to_have_text("Coming soon")
         await expect(page.locator(f"#card-{name}")).to_have_attribute("data-state", "coming-soon")
@@ -257,6 +257,15 @@ async def test_login_form_shows_the_cards(aiohttp_server, app, made: Made, page:
     message = card.locator("[data-card-message]")
     await expect(message).to_have_text(re.compile("owner/name"))
     await expect(page.locator("#github-repository")).to_have_attribute("aria-invalid", "true")
+
+    # A save that cannot make the connector work says what is missing, and makes no secret.
+    await page.fill("#github-repository", "octo/hello")
+    await page.click("#github-save")
+    await expect(message).to_have_text("Saved. To connect, add a project.")
+    await expect(card.locator("[data-status-badge]")).to_have_text("Incomplete")
+    await expect(card.locator("[data-card-detail]")).to_have_text("To connect, add a project.")
+    await expect(page.locator("#github-secret-dialog")).to_be_hidden()
+    await expect(page.locator("#github-repository")).to_have_value("octo/hello")
     await page.wait_for_timeout(200)
     log.expect_clean("/login", "status of 401")  # the wrong password: the only failure
 
@@ -666,6 +675,18 @@ async def test_disconnect_wipes_the_secrets_and_keeps_the_settings(
     await page.click("#github-secret-done")
     await expect(card.locator("[data-status-badge]")).to_have_text("Connected")
 
+    # Off keeps the settings and secrets; On again reconnects.
+    switch = card.locator("[data-card-switch]")
+    await expect(switch).to_have_attribute("aria-checked", "true")
+    await switch.click()
+    await expect(card.locator("[data-status-badge]")).to_have_text("Off")
+    await expect(switch).to_have_attribute("aria-checked", "false")
+    status = await page.evaluate("TT.api('/api/integrations/github/status')")
+    assert status["enabled"] is False and status["is_active"] is False
+    assert status["has_github_token"] is True and status["has_webhook_secret"] is True
+    await switch.click()
+    await expect(card.locator("[data-status-badge]")).to_have_text("Connected")
+
     # Disconnect asks first; Cancel keeps everything.
     await page.click("#github-disconnect-start")
     await expect(page.locator("#card-github-disconnect")).to_be_visible()
@@ -677,7 +698,7 @@ async def test_disconnect_wipes_the_secrets_and_keeps_the_settings(
     await page.click("#github-disconnect")
     await expect(card.locator("[data-card-message]")).to_contain_text("Disconnected")
     await expect(card.locator("[data-status-badge]")).to_have_text("Incomplete")
-    await expect(card.locator("[data-card-detail]")).to_contain_text("a GitHub token")
+    await expect(card.locator("[data-card-detail]")).to_contain_text("a webhook secret")
     # The settings stay, the token is gone.
     await expect(page.locator("#github-repository")).to_have_value("octo-org/website")
     await expect(page.locator("#github-token")).not_to_have_attribute(

@@ -172,7 +172,7 @@ async def test_cards_of_connectors_not_installed_say_coming_soon(client, app, ma
     for name in ("github", "google", "slack"):
         section = html.split(f'data-card="{name}"')[1].split("</section>")[0]
         opening = section.split(">")[0]
-        if name in app[keys.CONNECTORS]:
+        if name in app[keys.SERVICES].connectors:
             assert "data-installed" in opening, name
         else:  # app.js asks only installed cards for a status: no 404 in the console
             assert "data-installed" not in opening and "Coming soon" in section, name

@@ -407,7 +407,9 @@ async def test_form_strings_are_accepted(gh) -> None:
 
 async def test_connection_test_calls_github(gh) -> None:
     body = await (await gh.client.post("/api/integrations/github/test", headers=gh.auth)).json()
-    assert body == {"ok": True, "login": "octocat"}
+    assert body == {"ok": True, "login": "octocat", "connected_as": "octocat"}
+    status = await (await gh.client.get("/api/integrations/github/status", headers=gh.auth)).json()
+    assert status["connected_as"] == "octocat" and status["last_checked_at"]
     assert gh.fake.requests[-1].path == "/user"
     await gh.client.post(
         "/api/integrations/github/config", json={"github_token": "ghp_wrong"}, headers=gh.auth

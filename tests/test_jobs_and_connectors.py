@@ -128,7 +128,7 @@ async def test_require_active_answers_not_configured(ready_app, made) -> None:
     with pytest.raises(NotConfigured):
         await store.require_active(user.id)  # a row, but inactive
 
-    def activate(r, c) -> None:  # type: ignore[no-untyped-def]
+    async def activate(r, c, session) -> None:  # type: ignore[no-untyped-def]
         r.is_active = True
 
     await store.update(row.id, activate)
@@ -142,7 +142,7 @@ async def test_locked_updates_never_lose_a_write(ready_app, made) -> None:
     row = await store.get_or_create(user.id)
 
     def setter(key: str):  # type: ignore[no-untyped-def]
-        def mutate(r, config) -> None:  # type: ignore[no-untyped-def]
+        async def mutate(r, config, session) -> None:  # type: ignore[no-untyped-def]
             config.set(key, config.get(key, 0) + 1)
 
         return mutate
@@ -156,7 +156,10 @@ async def test_secrets_are_encrypted_in_the_row(ready_app, made) -> None:
     user = await made.user()
     store = store_for(ready_app)
     row = await store.get_or_create(user.id)
-    await store.update(row.id, lambda r, c: c.set_secret("api_token", "ghp_supersecretvalue123"))
+    async def put(r, c, session) -> None:  # type: ignore[no-untyped-def]
+        c.set_secret("api_token", "ghp_supersecretvalue123")
+
+    await store.update(row.id, put)
     async with ready_app[keys.DB].engine.connect() as conn:
         raw = (await conn.exec_driver_sql("SELECT config FROM integrations")).scalar()
     assert "ghp_supersecretvalue123" not in str(raw)

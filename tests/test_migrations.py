@@ -301,11 +301,24 @@ async def _snapshot(db: PgDatabase) -> Snapshot:
 
 
 def _timetracker_part(snap: Snapshot) -> Snapshot:
-    """The snapshot without the gateway's own tables (and their indexes, sequences...)."""
+    """The snapshot without the gateway's own objects: its tables (and their indexes,
+    sequences...) and its triggers (named gateway_*, on TimeTracker's time_entries)."""
     return {
-        key: {row for row in rows if not str(row[0]).startswith("gateway_")}
+        key: {
+            row
+            for row in rows
+            if not str(row[0]).startswith("gateway_")
+            and not (key == "triggers" and str(row[1]).startswith("gateway_"))
+        }
         for key, rows in snap.items()
     }
+
+
+TIMER_TRIGGER = ("time_entries", "gateway_time_entries_timer_events")
+
+
+def _triggers(snap: Snapshot) -> set[tuple[str, str]]:
+    return {(str(r[0]), str(r[1])) for r in snap["triggers"]}
 
 
 def _gateway_tables(snap: Snapshot) -> set[str]:
@@ -391,6 +404,8 @@ async def test_pg_real_timetracker_is_untouched_both_ways(pg_db: PgDatabase) -> 
     await upgrade(pg_db.engine)
     migrated = await _snapshot(pg_db)
     assert _timetracker_part(migrated) == _timetracker_part(original)
+    # The one thing on a TimeTracker table: the timer-event trigger (migration 158).
+    assert _triggers(migrated) - _triggers(original) == {TIMER_TRIGGER}
     # Nothing added, so nothing to record.
     assert "gateway_alembic_version" in _gateway_tables(migrated)
     assert "gateway_schema_changes" not in _gateway_tables(migrated)
@@ -400,6 +415,7 @@ async def test_pg_real_timetracker_is_untouched_both_ways(pg_db: PgDatabase) -> 
     await downgrade(pg_db.engine, "base")
     restored = await _snapshot(pg_db)
     assert _timetracker_part(restored) == _timetracker_part(original)
+    assert _triggers(restored) == _triggers(original)
     columns = {(r[0], r[1]) for r in restored["columns"]}
     assert {("users", "github_username"), ("tasks", "external_ref")} <= columns
     assert restored["alembic_version"] == {(TT_HEAD,)}

@@ -53,7 +53,7 @@ class HttpResult:
 class HttpClient:
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: aiohttp.ClientSession | None,
         metrics: Metrics | None = None,
         *,
         max_retries: int = 2,
@@ -61,12 +61,28 @@ class HttpClient:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.session = session
+        # Built with the app, the ClientSession attached when the app starts (`attach`): one
+        # session per app, opened inside the running loop.
+        self._session = session
         self.metrics = metrics
         self.max_retries = max_retries
         self.max_wait = max_wait
         self.sleep = sleep
         self.clock = clock
+
+    def attach(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("HttpClient used before the app started")
+        return self._session
 
     async def request(
         self,

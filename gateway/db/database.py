@@ -26,7 +26,7 @@ from gateway.timeutil import zone
 
 SETTINGS_TTL = 30.0
 _holds_sqlite_writer: ContextVar[bool] = ContextVar("holds_sqlite_writer", default=False)
-POOL_SIZE = 20
+POOL_SIZE = 20  # steady connections for requests, beside those sized for jobs
 
 
 def lock_key(*parts: object) -> int:
@@ -38,14 +38,26 @@ def lock_key(*parts: object) -> int:
 class Database:
     """One per app. PostgreSQL in production, SQLite for standalone use and tests."""
 
-    def __init__(self, url: str, *, env_tz: str | None = None, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        env_tz: str | None = None,
+        echo: bool = False,
+        job_concurrency: int = 10,
+    ) -> None:
         self.url = url
         self.is_postgres = url.startswith("postgresql")
+        self.dialect = "postgresql" if self.is_postgres else "sqlite"
         kwargs: dict[str, object] = {"echo": echo}
+        # A scheduled job works on `job_concurrency` integrations at once, each in its own
+        # session: the pool holds that many beside the steady ones that requests use, so the
+        # bound can be used without starving requests (or the job waiting on the pool).
+        self.pool_size = POOL_SIZE + max(job_concurrency, 1)
         if self.is_postgres:
             # No pre-ping (a round trip per checkout); stale connections are recycled instead
             # and a dropped one fails that one statement, which the caller reports.
-            kwargs.update(pool_size=POOL_SIZE, max_overflow=10, pool_recycle=1800)
+            kwargs.update(pool_size=self.pool_size, max_overflow=10, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if not self.is_postgres:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -61,6 +73,14 @@ class Database:
         # making the pool open overflow connections, which it closes again on return: under a
         # burst, that churn (a new PostgreSQL session per request) dominated the latency.
         self._driver_slots = asyncio.Semaphore(POOL_SIZE)
+
+    def insert(self, table: Any) -> Any:
+        """This dialect's INSERT construct, which has `on_conflict_do_nothing/update`."""
+        if self.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        return dialect_insert(table)
 
     async def inspect_optional_tables(self) -> None:
         def _present(sync_conn) -> frozenset[str]:  # type: ignore[no-untyped-def]
@@ -90,6 +110,17 @@ class Database:
         else:
             async with self.sqlite_writer():
                 yield
+
+    @asynccontextmanager
+    async def write_transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session for a transaction that writes; the caller commits.
+
+        On SQLite the process-wide writer lock is held from before the first statement
+        through the end of the block, so two writers never stall each other on SQLite's file
+        lock; on PostgreSQL it is a plain session (row and advisory locks do the rest).
+        """
+        async with self.sqlite_writer(), self.sessions() as session:
+            yield session
 
     @asynccontextmanager
     async def sqlite_writer(self) -> AsyncIterator[None]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -200,3 +201,38 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("provider", "delivery_id", name="uq_gateway_webhook_delivery"),
     )
+
+
+class ConnectorState(Base):
+    """The gateway's own table: connection facts of an integration (DESIGN §10)."""
+
+    __tablename__ = "gateway_connector_state"
+
+    integration_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_event_at: Mapped[datetime | None] = mapped_column(DateTime)  # naive UTC
+    last_event_status: Mapped[str | None] = mapped_column(String(20))
+    last_event_detail: Mapped[str | None] = mapped_column(String(500))
+    connected_as: Mapped[str | None] = mapped_column(String(200))
+    last_checked_at: Mapped[datetime | None] = mapped_column(DateTime)  # naive UTC
+    last_check_status: Mapped[str | None] = mapped_column(String(20))
+    last_check_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class TimerEventRow(Base):
+    """The gateway's own table: the timer-event outbox (filled by a trigger on PostgreSQL)."""
+
+    __tablename__ = "gateway_timer_events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    entry_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    user_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    available_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
+    done_subscribers: Mapped[str | None] = mapped_column(Text)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime)
+    last_error: Mapped[str | None] = mapped_column(String(500))

@@ -15,6 +15,7 @@ from gateway.db.database import Database
 from gateway.db.models import Project, Task, TimeEntry, User, user_clients
 from gateway.errors import BadRequest, Conflict
 from gateway.events import TIMER_STARTED, TIMER_STOPPED, EventBus
+from gateway.outbox import STARTED, STOPPED, TimerEventRecord, TimerOutbox
 from gateway.timeutil import Clock, day_bounds_wall, from_wall, iso_wall, to_wall, utcnow, zone
 
 log = logging.getLogger(__name__)
@@ -86,10 +87,17 @@ class DaySummary:
 
 
 class TimerService:
-    def __init__(self, db: Database, events: EventBus, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        events: EventBus,
+        clock: Clock = utcnow,
+        outbox: TimerOutbox | None = None,
+    ) -> None:
         self.db = db
         self.events = events
         self.clock = clock
+        self.outbox = outbox or TimerOutbox(db, clock=clock)
 
     # -- projects ---------------------------------------------------------------------------
 
@@ -179,6 +187,8 @@ class TimerService:
                         updated_at=now,
                     )
                     session.add(entry)
+                    await session.flush()
+                    await self.outbox.record(session, STARTED, entry.id, user.id)
                     await session.commit()
             except IntegrityError:
                 # TimeTracker's ux_time_entries_one_active_per_user caught a start we raced with.
@@ -206,6 +216,7 @@ class TimerService:
                 entry.updated_at = end_wall
                 project = await session.get(Project, entry.project_id) if entry.project_id else None
                 task = await session.get(Task, entry.task_id) if entry.task_id else None
+                await self.outbox.record(session, STOPPED, entry.id, user.id)
                 await session.commit()
             view = entry_view(entry)
         self._publish(
@@ -268,9 +279,31 @@ class TimerService:
             raise BadRequest(f"Task {tid} does not belong to project {project.id}", field="task_id")
         return task
 
+    async def describe(self, record: TimerEventRecord) -> TimerEvent | None:
+        """The names and entry of an outbox event, as they are now; None if the entry is gone."""
+        async with self.db.sessions() as session:
+            entry = await session.get(TimeEntry, record.entry_id)
+            user = await session.get(User, record.user_id)
+            if entry is None or user is None:
+                return None
+            project = await session.get(Project, entry.project_id) if entry.project_id else None
+            task = await session.get(Task, entry.task_id) if entry.task_id else None
+        kind = TIMER_STARTED if record.kind == STARTED else TIMER_STOPPED
+        view = entry_view(entry)
+        return TimerEvent(
+            kind=kind,
+            entry=view,
+            user_id=user.id,
+            user_display_name=user.display_name,
+            project_name=project.name if project else None,
+            task_name=task.name if task else None,
+            source=view.get("source") or TIMER_SOURCE,
+        )
+
     def _publish(
         self, kind: str, view: dict[str, Any], user: User, project: str | None, task: str | None
     ) -> None:
+        self.outbox.wake()
         self.events.publish(
             kind,
             TimerEvent(

@@ -108,7 +108,7 @@ async def index(request: web.Request) -> web.StreamResponse:
         # Signed in through TimeTracker's cookie: signing out is TimeTracker's business.
         "single_sign_on": principal.via == "timetracker",
         # Cards of connectors not installed in this process say "Coming soon" and fetch nothing.
-        "installed": frozenset(request.app[keys.CONNECTORS]),
+        "installed": frozenset(request.app[keys.SERVICES].connectors),
     }
     return aiohttp_jinja2.render_template("cards.html", request, context)
 

@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from gateway import keys
+from gateway.connectors.github.handlers import install_routes
+from gateway.connectors.github.service import GitHubConnector
+from gateway.connectors.plugin import ConnectorPlugin
+from gateway.connectors.routes import install_common_routes
+from gateway.scheduler import Job, JobReport
 
+KEY: web.AppKey[GitHubConnector] = web.AppKey("github_connector", GitHubConnector)
 PRUNE_JOB = "github_delivery_prune"
 
 
-def setup(app: web.Application) -> None:
-    """Install the connector: its service, common routes, webhook and sync routes."""
-    from gateway.connectors.github.handlers import routes
-    from gateway.connectors.github.service import GitHubConnector, prune_deliveries
-    from gateway.scheduler import Job, JobReport
-
-    connector = GitHubConnector(app)
-    app[keys.CONNECTORS][connector.slug] = connector
-    connector.install_common_routes(app)
-    app.add_routes(routes)
+def build(services: Any) -> GitHubConnector:
+    """The connector and its daily job that forgets old delivery ids."""
+    connector = GitHubConnector(services.deps, services.runner)
 
     async def prune() -> JobReport:
-        removed = await prune_deliveries(app[keys.DB])
+        removed = await connector.prune_deliveries()
         return JobReport(job=PRUNE_JOB, succeeded=1, detail={"removed": removed})
 
-    app[keys.SCHEDULER].register(
+    services.scheduler.register(
         Job(PRUNE_JOB, "23 3 * * *", prune, "forget GitHub delivery ids older than 14 days")
     )
+    return connector
+
+
+def install(app: web.Application, connector: GitHubConnector, services: Any) -> None:
+    app[KEY] = connector
+    install_common_routes(app, connector)
+    install_routes(app, connector, services.pipeline)
+
+
+PLUGIN = ConnectorPlugin("github", build, install)

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
@@ -52,6 +53,11 @@ class PayloadError(ValueError):
     """A webhook body or REST answer that does not have the shape GitHub documents."""
 
 
+def _clean(value: str) -> str:
+    """Provider text without NUL characters, which PostgreSQL text columns cannot hold."""
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -72,7 +78,7 @@ def _names(items: Any, key: str, what: str) -> tuple[str, ...]:
             raise PayloadError(f"issue.{what} items must be objects")
         if not isinstance(name, str):
             raise PayloadError(f"issue.{what} items need a string {key!r}")
-        names.append(name)
+        names.append(_clean(name))
     return tuple(names)
 
 
@@ -116,10 +122,10 @@ class Issue:
             assignees = [data["assignee"]]  # older payloads carry only the single assignee
         return cls(
             number=number,
-            title=title,
-            body=body,
-            html_url=html_url,
-            state=state,
+            title=_clean(title),
+            body=_clean(body) if body is not None else None,
+            html_url=_clean(html_url),
+            state=_clean(state),
             labels=_names(data.get("labels"), "name", "labels"),
             assignees=_names(assignees, "login", "assignees"),
             # REST and webhooks mark pull requests with a `pull_request` object; a null counts
@@ -142,6 +148,27 @@ class Delivery:
 
 
 ASSIGNMENT_ACTIONS = frozenset({"assigned", "unassigned"})
+
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def json_of(body: bytes, content_type: str | None) -> bytes:
+    """The JSON document of a delivery: the body, or its `payload=` field in GitHub's form mode.
+
+    GitHub's webhook settings offer two content types; the form one posts the same JSON as a
+    single url-encoded field (docs: "Webhook events and payloads", delivery headers).
+    """
+    if (content_type or "").split(";", 1)[0].strip().lower() != FORM_CONTENT_TYPE:
+        return body
+    try:
+        fields = parse_qs(body.decode("ascii"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError("form body is not url-encoded text") from exc
+    values = fields.get("payload")
+    if not values or len(values) != 1:
+        raise PayloadError("form body needs exactly one payload field")
+    return values[0].encode("utf-8", "surrogatepass")
 
 
 def parse_delivery(event: str, body: bytes, delivery_id: str | None) -> Delivery:
@@ -178,16 +205,59 @@ def parse_delivery(event: str, body: bytes, delivery_id: str | None) -> Delivery
         if assignee is not None:
             if not isinstance(assignee, dict) or not isinstance(assignee.get("login"), str):
                 raise PayloadError("assignee must be an object with a string login")
-            assignee_login = assignee["login"]
+            assignee_login = _clean(assignee["login"])
 
     return Delivery(
         event=event,
-        action=action,
-        repo_full_name=repo_full_name,
+        action=_clean(action) if action is not None else None,
+        repo_full_name=_clean(repo_full_name) if repo_full_name is not None else None,
         issue=issue,
         assignee_login=assignee_login,
         delivery_id=delivery_id,
     )
+
+
+EVENT_MAX = 100
+DELIVERY_ID_MAX = 100
+INTEGRATION_ID_MAX = 2**31 - 1  # the database's integer range
+
+
+def from_http(headers: Mapping[str, str], body: bytes) -> Delivery:
+    """A delivery from its request's headers and raw (already verified) body.
+
+    The sans-I/O counterpart of gidgethub's `Event.from_http`: event name, delivery id and
+    content type come from the headers; PayloadError for anything GitHub would not send.
+    """
+    event = (headers.get("X-GitHub-Event") or "").strip()
+    if not event:
+        raise PayloadError("missing X-GitHub-Event header")
+    if len(event) > EVENT_MAX or not event.isascii():
+        raise PayloadError("X-GitHub-Event is not an event name")
+    delivery_id = (headers.get("X-GitHub-Delivery") or "").strip()[:DELIVERY_ID_MAX] or None
+    return parse_delivery(event, json_of(body, headers.get("Content-Type")), delivery_id)
+
+
+SIGNATURE_SHAPE = re.compile(r"sha256=[0-9a-fA-F]{64}")
+
+
+def signature_shape_ok(headers: Mapping[str, str]) -> bool:
+    """A cheap test before the body is read: is there a signature of the right shape?"""
+    return SIGNATURE_SHAPE.fullmatch((headers.get("X-Hub-Signature-256") or "").strip()) is not None
+
+
+def integration_id_param(value: str | None) -> int | None:
+    """The webhook URL's `?integration=` id; None without one, ValueError for anything else.
+
+    ASCII digits only (`str.isdigit` also accepts `²`), within the database's integer range.
+    """
+    if value is None:
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 10:
+        raise ValueError("not an integration id")
+    number = int(value)
+    if not 0 < number <= INTEGRATION_ID_MAX:
+        raise ValueError("not an integration id")
+    return number
 
 
 # -- issue → task ----------------------------------------------------------------------------
@@ -211,10 +281,19 @@ def task_name(issue: Issue) -> str:
     return title
 
 
+DESCRIPTION_MAX = 64 * 1024  # a signed 20 MB body must not end up in tasks.description
+
+
 def task_description(issue: Issue) -> str:
-    """The issue body, a blank line and the issue's URL (only the URL when the body is empty)."""
+    """The issue body, a blank line and the issue's URL (only the URL when the body is empty).
+
+    A body longer than DESCRIPTION_MAX is cut (the issue's URL still follows it).
+    """
     body = (issue.body or "").rstrip()
-    return f"{body}\n\n{issue.html_url}" if body else issue.html_url
+    if len(body) > DESCRIPTION_MAX:
+        body = body[: DESCRIPTION_MAX - len(ELLIPSIS)].rstrip() + ELLIPSIS
+    url = issue.html_url[:2000]
+    return f"{body}\n\n{url}" if body else url
 
 
 # -- priority --------------------------------------------------------------------------------
@@ -362,6 +441,20 @@ def validate_repo(value: Any) -> bool:
     return (
         isinstance(value, str) and REPO_RE.fullmatch(value) is not None and value not in (".", "..")
     )
+
+
+def split_repository(value: Any) -> tuple[str, str]:
+    """`owner/repo` (as GitHub and TimeTracker write it, or a github.com URL) → (owner, repo)."""
+    if not isinstance(value, str):
+        raise ValueError("repository must be written as owner/repo")
+    text = value.strip().removesuffix(".git").rstrip("/")
+    for prefix in ("https://github.com/", "http://github.com/", "github.com/"):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix) :]
+    owner, sep, repo = text.partition("/")
+    if not sep or not validate_owner(owner) or not validate_repo(repo):
+        raise ValueError("repository must be written as owner/repo, e.g. octo-org/hello-world")
+    return owner, repo
 
 
 def normalize_label_filter(value: Any) -> str | None:

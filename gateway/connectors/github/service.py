@@ -1,154 +1,89 @@
-"""GitHub connector: config, issue→task upserts shared by webhooks and sync, timer auto-start."""
+"""GitHub connector: config fields, the webhook receiver's SQL and routing, sync, auto-start."""
 
 from __future__ import annotations
 
 import json
 import logging
 import secrets as pysecrets
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway import keys
-from gateway.auth.identity import Principal
-from gateway.connectors.base import Config, Connector, bool_value
-from gateway.connectors.catalog import GITHUB, SECRET_KEYS
-from gateway.connectors.github import core
-from gateway.db.database import Database, lock_key
-from gateway.db.models import Integration, Task, User, WebhookDelivery
-from gateway.errors import BadRequest, Conflict, GatewayError
-from gateway.logs import truncate_secret
+from gateway.connectors import fields as f
+from gateway.connectors.base import CheckResult, Config, Connector, ConnectorDeps, SaveContext
+from gateway.connectors.catalog import GITHUB
+from gateway.connectors.github import actions, core
+from gateway.connectors.github.tasks import TaskChange, executor_for, plan_task
+from gateway.connectors.http import HttpResult
+from gateway.connectors.jobs import IntegrationJobRunner, SyncOutcome
+from gateway.connectors.webhooks import Answer, Candidate, Delivery, Routed, delivery_key
+from gateway.db.models import Integration, Project, User
+from gateway.errors import BadRequest, Conflict, GatewayError, Unauthorized
 from gateway.timeutil import to_wall, utcnow_naive
 
 log = logging.getLogger(__name__)
 
-TASKS = Task.__table__
-INTEGRATIONS = Integration.__table__
-TASK_LOCK = "github-task"  # advisory lock namespace of (project, issue)
-DELIVERY_RETENTION = timedelta(days=14)
+MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 MAX_SYNC_PAGES = 20  # 20 × 50 = 1,000 open issues per sync, a bound on one request's work
 API_VERSION = "2022-11-28"
+DELIVERY_RETENTION_SECONDS = 14 * 24 * 3600
+TOKEN_PAGE = "https://github.com/settings/personal-access-tokens/new"  # noqa: S105 (a URL)
 
-
-@dataclass
-class TaskChange:
-    """What an upsert did to the task of one issue."""
-
-    action: str  # created, updated, unchanged, skipped
-    task_id: int | None = None
-    reason: str | None = None
-
-
-# What the executors report (see migration 157), and the answer each one gives.
-_SKIP_REASONS = {"missing": "no task for this issue", "filtered": "label filter"}
-
-
-def task_change(outcome: str, task_id: int | None) -> TaskChange:
-    if outcome in _SKIP_REASONS:
-        return TaskChange("skipped", reason=_SKIP_REASONS[outcome])
-    return TaskChange(outcome, task_id)
-
-
-@dataclass(frozen=True)
-class TaskPlan:
-    """The values of one task upsert, computed by `GitHubConnector.plan_task`."""
-
-    project_id: int
-    external_ref: str
-    lock_key: int
-    create: bool
-    filter_ok: bool
-    status: str | None
-    name: str
-    description: str
-    priority: str
-    completed_at: datetime | None
-    created_by: int
-    now: datetime
-
-    def params(
-        self, delivery_key: str | None, integration_id: int | None, received_at: datetime | None
-    ) -> dict[str, Any]:
-        """The arguments of gateway_github_task_upsert, in its order."""
-        return {
-            "provider": "github",
-            "delivery_id": delivery_key,
-            "integration_id": integration_id,
-            "received_at": received_at,
-            "lock_key": self.lock_key,
-            "project_id": self.project_id,
-            "external_ref": self.external_ref,
-            "create": self.create,
-            "filter_ok": self.filter_ok,
-            "status": self.status,
-            "name": self.name,
-            "description": self.description,
-            "priority": self.priority,
-            "completed_at": self.completed_at,
-            "created_by": self.created_by,
-            "now": self.now,
-        }
-
-
-_ARGS = (
-    "provider delivery_id integration_id received_at lock_key project_id external_ref create "
-    "filter_ok status name description priority completed_at created_by now"
-).split()
-# Through SQLAlchemy (inside a session's transaction) and on the raw asyncpg connection.
-UPSERT_FUNCTION = text(
-    "SELECT outcome, task_id FROM gateway_github_task_upsert(:provider, :delivery_id, "
-    ":integration_id, :received_at, :lock_key, :project_id, :external_ref, :create, "
-    ":filter_ok, :status, :name, :description, :priority, :completed_at, :created_by, :now)"
+FIELDS = f.FieldTable(
+    [
+        f.Field("github_token", f.secret(), secret=True, label="GitHub token"),
+        f.Field(
+            "webhook_secret", f.secret(min_length=8), secret=True, required=True,
+            label="Webhook secret",
+        ),
+        f.Field(
+            "repo_owner",
+            f.checked(f.text(100), core.validate_owner, "not a valid GitHub owner name"),
+            required=True,
+            label="Repository owner",
+        ),
+        f.Field(
+            "repo_name",
+            f.checked(f.text(100), core.validate_repo, "not a valid GitHub repository name"),
+            required=True,
+            label="Repository name",
+        ),
+        f.Field(
+            "default_project_id", f.optional_id, required=True, project=True, label="Project"
+        ),
+        f.Field("auto_start_timer", f.boolean, default=False, label="Auto-start timer"),
+        f.Field("label_filter", core.normalize_label_filter, label="Label filter"),
+        f.Field("priority_labels", core.normalize_priority_labels, default={}),
+    ]
 )
-UPSERT_FUNCTION_DRIVER_SQL = (
-    "SELECT outcome, task_id FROM gateway_github_task_upsert("
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+
+_CANDIDATES_SQL = (
+    "SELECT i.id, i.user_id, i.config, u.is_active, p.status FROM integrations AS i "
+    "JOIN users AS u ON u.id = i.user_id "
+    "LEFT JOIN projects AS p ON p.id = CASE WHEN (i.config->>'default_project_id') ~ "
+    "'^[0-9]{1,9}$' THEN (i.config->>'default_project_id')::integer END "
+    "WHERE i.provider = $1 AND i.is_active"
 )
-_CANDIDATES = "SELECT id, user_id, config FROM integrations WHERE provider = $1 AND is_active"
-CANDIDATES_SQL = _CANDIDATES + " ORDER BY id"
-CANDIDATE_SQL = _CANDIDATES + " AND id = $2"
-SECRET_CACHE_SIZE = 256
-
-
-@dataclass(frozen=True)
-class WebhookIntegration:
-    """The columns of an integration row the webhook path uses."""
-
-    id: int
-    user_id: int
-    config: dict[str, Any] | None
-
-
-@dataclass
-class SyncResult:
-    created: int = 0
-    updated: int = 0
-    skipped: int = 0
-    errors: list[dict[str, Any]] = field(default_factory=list)
+CANDIDATES_SQL = _CANDIDATES_SQL + " ORDER BY i.id"
+CANDIDATE_SQL = _CANDIDATES_SQL + " AND i.id = $2"
 
 
 class GitHubConnector(Connector):
     slug = "github"
     provider = GITHUB
     name = "GitHub"
-    secret_keys = SECRET_KEYS[GITHUB]
-    defaults = {
-        "repo_owner": None,
-        "repo_name": None,
-        "default_project_id": None,
-        "auto_start_timer": False,
-        "label_filter": None,
-        "priority_labels": {},
-    }
+    fields = FIELDS
+    max_body = MAX_BODY_BYTES
 
-    def __init__(self, app: Any) -> None:
-        super().__init__(app)
-        self._secrets_seen: dict[str, str] = {}
+    def __init__(self, deps: ConnectorDeps, runner: IntegrationJobRunner) -> None:
+        super().__init__(deps)
+        self.runner = runner
+        self.tasks = executor_for(self.db)
 
-    # -- status -----------------------------------------------------------------------------
+    # -- status -------------------------------------------------------------------------------
 
     def webhook_url(self, row: Integration | None) -> str:
         url = self.settings.public("/api/integrations/github/webhook")
@@ -157,153 +92,112 @@ class GitHubConnector(Connector):
     def is_connected(self, row: Integration, config: Config) -> bool:
         return bool(row.is_active and config.has("webhook_secret"))
 
-    def status_extra(self, row: Integration | None, config: Config) -> dict[str, Any]:
-        return {"webhook_url": self.webhook_url(row)}
-
-    # -- config -----------------------------------------------------------------------------
-
-    async def save(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        user = principal.user
-        existing = await self.store.find(user.id)
-        old = self.store.config(existing)
-        owner = _text(body, "repo_owner", old.get("repo_owner"))
-        repo = _text(body, "repo_name", old.get("repo_name"))
-        if owner is not None and not core.validate_owner(owner):
-            raise BadRequest(
-                "Not a valid GitHub owner (user or organisation) name", field="repo_owner"
-            )
-        if repo is not None and not core.validate_repo(repo):
-            raise BadRequest("Not a valid GitHub repository name", field="repo_name")
-        project_id = body.get("default_project_id", old.get("default_project_id"))
-        if project_id in ("", None):
-            project_id = None
-        else:
-            async with self.db.sessions() as session:
-                project = await self.app[keys.TIMER].usable_project(
-                    session, user, project_id, field_name="default_project_id"
-                )
-            project_id = project.id
-        auto_start = bool_value(body, "auto_start_timer", bool(old.get("auto_start_timer", False)))
-        try:
-            label_filter = core.normalize_label_filter(
-                body.get("label_filter", old.get("label_filter"))
-            )
-        except ValueError as exc:
-            raise BadRequest(str(exc), field="label_filter") from None
-        try:
-            priority_labels = core.normalize_priority_labels(
-                body.get("priority_labels", old.get("priority_labels") or {})
-            )
-        except ValueError as exc:
-            raise BadRequest(str(exc), field="priority_labels") from None
-        token = body.get("github_token")
-        if token is not None and not isinstance(token, str):
-            raise BadRequest("github_token must be a string", field="github_token")
-        pasted_secret = body.get("webhook_secret")
-        if pasted_secret is not None and not isinstance(pasted_secret, str):
-            raise BadRequest("webhook_secret must be a string", field="webhook_secret")
-        if pasted_secret and len(pasted_secret.strip()) < 8:
-            raise BadRequest("webhook_secret: at least 8 characters", field="webhook_secret")
-        regenerate = bool_value(body, "generate_webhook_secret", False)
-        login_given = "github_username" in body
-        login = _text(body, "github_username", None)
-        if login is not None and not core.validate_owner(login):
-            raise BadRequest("Not a valid GitHub login", field="github_username")
-        if owner and repo and project_id is not None:
-            await self._check_one_repo_per_project(project_id, owner, repo, user.id)
-        if login_given:
-            await self._link_login(user.id, login)
-
-        row = await self.store.get_or_create(user.id)
-
-        values = {
-            "repo_owner": owner,
-            "repo_name": repo,
-            "default_project_id": project_id,
-            "auto_start_timer": auto_start,
-            "label_filter": label_filter,
-            "priority_labels": priority_labels,
+    async def status_extra(
+        self, user: User, row: Integration | None, config: Config
+    ) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "webhook_url": self.webhook_url(row),
+            "github_username": user.github_username,
+            "content_types": ["application/json", "application/x-www-form-urlencoded"],
         }
-        # Only the keys this save names are written, onto the config read under the row lock:
-        # a concurrent save of other keys (or a first save on a new row) is never undone.
-        given = {k: v for k, v in values.items() if k in body or existing is None}
+        project_id = config.get("default_project_id")
+        if project_id is not None:
+            async with self.db.sessions() as session:
+                project = await session.get(Project, project_id)
+            extra["project_name"] = project.name if project else None
+        return extra
 
-        def mutate(r: Integration, config: Config) -> str | None:
-            for key, value in given.items():
-                config.set(key, value)
-            if token and token.strip():  # blank or absent: keep the stored token
-                config.set_secret("github_token", token.strip())
-            generated = None
-            if pasted_secret and pasted_secret.strip():
-                config.set_secret("webhook_secret", pasted_secret.strip())
-            elif regenerate or not config.has("webhook_secret"):
-                generated = pysecrets.token_urlsafe(32)
-                config.set_secret("webhook_secret", generated)
-            r.is_active = bool(
-                config.get("repo_owner")
-                and config.get("repo_name")
-                and config.get("default_project_id") is not None
-                and config.has("webhook_secret")
-            )
-            return generated
+    # -- config -------------------------------------------------------------------------------
 
-        row, generated = await self.store.update(row.id, mutate)
-        log.info(
-            "github config saved for user %s (token %s)",
-            user.id,
-            truncate_secret(token) if token else "unchanged",
-        )
-        answer: dict[str, Any] = {"ok": True, "is_active": row.is_active}
-        if generated:
-            answer["webhook_secret"] = generated  # shown once, so the user can paste it in GitHub
-        return answer
+    async def validate(self, ctx: SaveContext, session: AsyncSession) -> None:
+        body = ctx.body
+        if "repository" in body and body["repository"] not in (None, ""):
+            try:
+                owner, repo = core.split_repository(body["repository"])
+            except ValueError as exc:
+                raise BadRequest(str(exc), field="repository") from None
+            ctx.plain.update(repo_owner=owner, repo_name=repo)
+        if "github_username" in body:
+            await self._link_login(session, ctx.user.id, body["github_username"])
+        project_id = ctx.value("default_project_id")
+        owner, repo = ctx.value("repo_owner"), ctx.value("repo_name")
+        if project_id is not None and owner and repo:
+            await self._check_one_repo_per_project(session, project_id, owner, repo, ctx.user.id)
 
-    async def _link_login(self, user_id: int, login: str | None) -> None:
+    def before_commit(self, ctx: SaveContext, row: Integration, config: Config) -> None:
+        # DESIGN §10: the explicit button, or a save that has no secret and was given none,
+        # generates one; only a save that makes the connector usable does the latter, so an
+        # incomplete form never leaves a secret the user has not seen the use of.
+        usable_but_secret = self.table.missing(config.raw, config.has) == ["webhook_secret"]
+        regenerate = _flag(ctx.body, "generate_webhook_secret")
+        if regenerate or (usable_but_secret and "webhook_secret" not in ctx.secrets):
+            generated = pysecrets.token_urlsafe(32)
+            config.set_secret("webhook_secret", generated)
+            ctx.answer["webhook_secret"] = generated  # shown once, to paste into GitHub
+
+    def activation_missing(self, config: Config) -> list[str]:
+        missing = self.table.missing(config.raw, config.has)
+        # The secret is generated as soon as the rest is there: not the user's to supply.
+        return missing if missing == ["webhook_secret"] else [
+            key for key in missing if key != "webhook_secret"
+        ]
+
+    async def _link_login(self, session: AsyncSession, user_id: int, raw: Any) -> None:
         """users.github_username: the join key that assignment uses to find the assignee.
 
         A login belongs to one user: otherwise anyone could receive another's assignments.
         """
-        async with self.db.sessions() as session:
-            if login is not None:
-                taken = (
-                    await session.execute(
-                        select(User.id).where(
-                            func.lower(User.github_username) == login.lower(), User.id != user_id
-                        )
+        try:
+            login = f.text(100)(raw)
+        except ValueError as exc:
+            raise BadRequest(f"github_username: {exc}", field="github_username") from None
+        if login is not None and not core.validate_owner(login):
+            raise BadRequest("Not a valid GitHub login", field="github_username")
+        if login is not None:
+            taken = (
+                await session.execute(
+                    select(User.id).where(
+                        func.lower(User.github_username) == login.lower(), User.id != user_id
                     )
-                ).first()
-                if taken is not None:
-                    raise BadRequest(
-                        "This GitHub login is linked to another user", field="github_username"
-                    )
-            await session.execute(
-                update(User).where(User.id == user_id).values(github_username=login)
-            )
-            await session.commit()
-
-    async def status(self, principal: Principal) -> dict[str, Any]:
-        body = await super().status(principal)
-        body["github_username"] = principal.user.github_username  # loaded for this request
-        return body
+                )
+            ).first()
+            if taken is not None:
+                raise BadRequest(
+                    "This GitHub login is linked to another user", field="github_username"
+                )
+        await session.execute(update(User).where(User.id == user_id).values(github_username=login))
 
     async def _check_one_repo_per_project(
-        self, project_id: int, owner: str, repo: str, user_id: int
+        self, session: AsyncSession, project_id: int, owner: str, repo: str, user_id: int
     ) -> None:
-        """external_ref holds only the issue number: two repos in one project would collide."""
-        wanted = f"{owner}/{repo}".lower()
-        for other in await self.store.active_rows():
-            if other.user_id == user_id:
-                continue  # the user's own integration, being reconfigured
-            config = self.store.config(other)
-            if config.get("default_project_id") != project_id:
-                continue
-            theirs = f"{config.get('repo_owner')}/{config.get('repo_name')}".lower()
-            if theirs != wanted:
-                raise BadRequest(
-                    f"Project {project_id} already receives issues from another repository; "
-                    "use one repository per project",
-                    field="default_project_id",
+        """external_ref holds only the issue number: two repos in one project would collide.
+
+        Under a lock per project, so two users saving the same project at once cannot both pass.
+        """
+        async with self.db.xact_lock(session, "github-project-repo", project_id):
+            wanted = f"{owner}/{repo}".lower()
+            rows = (
+                await session.execute(
+                    select(Integration).where(
+                        Integration.provider == self.provider,
+                        Integration.is_active.is_(True),
+                        Integration.user_id != user_id,
+                    )
                 )
+            ).scalars()
+            for other in rows:
+                config = self.store.config(other)
+                if config.get("default_project_id") != project_id:
+                    continue
+                theirs = f"{config.get('repo_owner')}/{config.get('repo_name')}"
+                if theirs.lower() != wanted:
+                    project = await session.get(Project, project_id)
+                    name = project.name if project else f"#{project_id}"
+                    raise BadRequest(
+                        f"Project {name} already receives issues from {theirs}: another "
+                        "repository feeds it. Choose another project (one repository per project).",
+                        field="default_project_id",
+                    )
 
     # -- test -------------------------------------------------------------------------------
 
@@ -314,9 +208,8 @@ class GitHubConnector(Connector):
             "X-GitHub-Api-Version": API_VERSION,
         }
 
-    async def test(self, principal: Principal) -> dict[str, Any]:
-        row = await self.store.require_active(principal.user.id)  # 409 if missing or inactive
-        token = self.store.config(row).secret("github_token")
+    async def check_connection(self, row: Integration, config: Config) -> CheckResult:
+        token = config.secret("github_token")
         if not token:
             raise BadRequest("Save a GitHub token first", field="github_token")
         result = await self.http.request(
@@ -326,164 +219,192 @@ class GitHubConnector(Connector):
             headers=self._headers(token),
             retry_policy=core.retry_delay,
         )
-        if not result.ok or not isinstance(result.data, dict):
-            return {"ok": False, "error": result.error or "GitHub answered without a user"}
-        return {"ok": True, "login": result.data.get("login")}
+        if result.ok and isinstance(result.data, dict) and isinstance(result.data.get("login"), str):
+            return CheckResult(True, connected_as=result.data["login"], extra={"login": result.data["login"]})
+        return explain(result)
+
+    # -- webhook receiver (gateway/connectors/webhooks.py) ------------------------------------
+
+    @property
+    def autocommit_fast_path(self) -> bool:
+        return self.tasks.atomic_claims
+
+    def precheck(self, headers: Mapping[str, str], query: Mapping[str, str]) -> int | None:
+        # Cheap refusals first: no 25 MB body is read for a request that cannot be signed.
+        if not core.signature_shape_ok(headers):
+            raise Unauthorized("Missing or malformed X-Hub-Signature-256")
+        try:
+            return core.integration_id_param(query.get("integration"))
+        except ValueError:
+            raise Unauthorized("Unknown integration") from None
+
+    def verify(self, secret: str, headers: Mapping[str, str], body: bytes, now: float) -> bool:
+        return core.verify_signature(secret, body, headers.get("X-Hub-Signature-256"))
+
+    def parse(self, headers: Mapping[str, str], body: bytes) -> core.Delivery:
+        return core.from_http(headers, body)
+
+    async def candidates(self, integration_id: int | None, conn: Any) -> list[Candidate]:
+        """Active GitHub integrations (one, with an id): read on every delivery, never cached."""
+        if conn is not None:  # an autocommit driver connection: one SELECT
+            if integration_id is None:
+                records = await conn.fetch(CANDIDATES_SQL, self.provider)
+            else:
+                records = await conn.fetch(CANDIDATE_SQL, self.provider, integration_id)
+            rows = [(r[0], r[1], _json(r[2]), r[3], r[4]) for r in records]
+        else:
+            query = (
+                select(
+                    Integration.id,
+                    Integration.user_id,
+                    Integration.config,
+                    User.is_active,
+                    Project.status,
+                )
+                .join(User, User.id == Integration.user_id)
+                .outerjoin(
+                    Project, Project.id == Integration.config["default_project_id"].as_integer()
+                )
+                .where(Integration.provider == self.provider, Integration.is_active.is_(True))
+                .order_by(Integration.id)
+            )
+            if integration_id is not None:
+                query = query.where(Integration.id == integration_id)
+            async with self.db.sessions() as session:
+                rows = [tuple(r) for r in (await session.execute(query)).all()]
+        return [
+            Candidate(
+                id=rid,
+                user_id=uid,
+                config=config or {},
+                stored_secret=(config or {}).get("webhook_secret"),
+                extra={"owner_active": bool(active), "project_status": status},
+            )
+            for rid, uid, config, active, status in rows
+        ]
+
+    async def route(self, event: core.Delivery, verified: Sequence[Candidate]) -> Routed | Answer:
+        if event.event == "ping":
+            return Answer(200, {"ok": True, "pong": True}, "ping")
+        handler = actions.router.lookup(event.event, event.action)
+        if handler is None or event.issue is None:
+            return _ignored(core.ignored_key(event.event, event.action))
+        candidate = _for_repository(verified, event.repo_full_name)
+        if candidate is None:
+            return _ignored("repository")
+        if event.issue.is_pull_request:
+            return _ignored("pull_request")
+        if not candidate.extra.get("owner_active"):
+            return _ignored("owner_inactive", "the integration's owner is inactive in TimeTracker")
+        status = candidate.extra.get("project_status")
+        if status != "active":
+            reason = f"the integration's project is {status or 'missing'}"
+            return _ignored("project_inactive", reason)
+        key = delivery_key(event.delivery_id, candidate.id)
+        single = handler in actions.SINGLE_WRITE
+        return Routed(
+            candidate,
+            lambda d: handler(self, d),
+            key,
+            claims_itself=single and self.tasks.atomic_claims,
+        )
+
+    def answer(self, delivery: Delivery) -> Answer:
+        event: core.Delivery = delivery.event
+        body = {"ok": True, "event": core.ignored_key(event.event, event.action), **delivery.answer}
+        return Answer(200, body, "processed")
+
+    async def prune_deliveries(self) -> int:
+        from gateway.connectors.webhooks import DeliveryLog
+
+        return await DeliveryLog(self.db).prune("github", DELIVERY_RETENTION_SECONDS)
 
     # -- tasks ------------------------------------------------------------------------------
-
-    def plan_task(
-        self,
-        row: Any,
-        issue: core.Issue,
-        *,
-        create: bool,
-        status: str | None,
-        now: datetime,
-    ) -> TaskPlan:
-        """Everything an upsert of the issue's task may write, decided here and only here.
-
-        Both executors (Python below for SQLite, the `gateway_github_task_upsert` function of
-        migration 157 on PostgreSQL) only look the task up under the lock and write these values.
-        """
-        config = self.store.config(row)
-        project_id = config.get("default_project_id")
-        ref = core.external_ref(issue.number)
-        return TaskPlan(
-            project_id=project_id,
-            external_ref=ref,
-            lock_key=lock_key(TASK_LOCK, project_id, ref),
-            create=create,
-            filter_ok=core.matches_label_filter(issue.labels, config.get("label_filter")),
-            status=status,
-            name=core.task_name(issue),
-            description=core.task_description(issue),
-            priority=core.priority_for(issue.labels, config.get("priority_labels") or {}),
-            completed_at=now if status == "done" else None,
-            created_by=row.user_id,
-            now=now,
-        )
 
     async def task_now(self, session: AsyncSession | None = None) -> datetime:
         """Now as wall time in the app's time zone (how TimeTracker stores task times)."""
         app_tz, _ = await self.db.app_settings(session)
-        return to_wall(self.app[keys.TIMER].clock(), app_tz)
+        return to_wall(self.clock(), app_tz)
 
-    async def upsert_task(
+    async def upsert(
+        self, delivery: Delivery, *, create: bool, status: str | None = None
+    ) -> TaskChange:
+        """The delivery's issue task: in the pipeline's transaction, or claiming the key itself."""
+        issue = delivery.event.issue
+        candidate = delivery.candidate
+        if delivery.conn is not None:
+            # The clock is read before: on a settings-cache miss it takes a pooled connection
+            # of its own only when it holds none (db.app_settings), so no wait for a second one.
+            plan = plan_task(
+                candidate.config, candidate.user_id, issue, create=create, status=status,
+                now=await self.task_now(),
+            )
+            change = await self.tasks.claiming(
+                delivery.conn, plan, delivery.key, candidate.id, utcnow_naive()
+            )
+            if change is None:
+                delivery.duplicate = True
+                return TaskChange("duplicate")
+            return change
+        assert delivery.session is not None
+        return await self.upsert_in(
+            delivery.session, candidate.config, candidate.user_id, issue, create=create,
+            status=status,
+        )
+
+    async def upsert_in(
         self,
         session: AsyncSession,
-        row: Any,
+        config: Any,
+        created_by: int,
         issue: core.Issue,
         *,
         create: bool,
         status: str | None = None,
     ) -> TaskChange:
-        """Create or update the task of an issue in the integration's project.
-
-        Serialised per (project, issue) so that `opened` and `assigned` arriving together, or a
-        webhook racing a sync, make one task. The caller commits.
-        """
-        plan = self.plan_task(
-            row, issue, create=create, status=status, now=await self.task_now(session)
+        plan = plan_task(
+            config, created_by, issue, create=create, status=status,
+            now=await self.task_now(session),
         )
-        if self.db.is_postgres:
-            # The same function the webhook hot path calls, here inside the caller's transaction.
-            result = await session.execute(UPSERT_FUNCTION, plan.params(None, None, None))
-            outcome, task_id = result.one()
-            return task_change(outcome, task_id)
-        async with self.db.xact_lock(session, TASK_LOCK, plan.project_id, plan.external_ref):
-            outcome, task_id = await _upsert_in_python(await session.connection(), plan)
-        return task_change(outcome, task_id)
-
-    async def upsert_webhook_task(
-        self,
-        conn: Any,
-        row: Any,
-        issue: core.Issue,
-        delivery_key: str | None,
-        *,
-        create: bool,
-        status: str | None,
-        now: datetime,
-    ) -> TaskChange | None:
-        """PostgreSQL hot path: record the delivery and upsert the task in one round trip.
-
-        `conn` is the pool's asyncpg connection in autocommit mode, so the function's statement
-        is one transaction (the advisory lock ends with it). None for an already seen delivery.
-        """
-        plan = self.plan_task(row, issue, create=create, status=status, now=now)
-        outcome, task_id = await conn.fetchrow(
-            UPSERT_FUNCTION_DRIVER_SQL,
-            *_positional(plan.params(delivery_key, row.id, utcnow_naive())),
-        )
-        return None if outcome == "duplicate" else task_change(outcome, task_id)
-
-    async def webhook_candidates(self, conn: Any, integration_id: int | None) -> list[Any]:
-        """Active GitHub integrations (one, with an id): read on every delivery, never cached."""
-        if conn is not None:  # PostgreSQL: the driver connection, one autocommit SELECT
-            if integration_id is None:
-                records = await conn.fetch(CANDIDATES_SQL, self.provider)
-            else:
-                records = await conn.fetch(CANDIDATE_SQL, self.provider, integration_id)
-            return [WebhookIntegration(r[0], r[1], _json(r[2])) for r in records]
-        query = select(INTEGRATIONS.c.id, INTEGRATIONS.c.user_id, INTEGRATIONS.c.config).where(
-            INTEGRATIONS.c.provider == self.provider, INTEGRATIONS.c.is_active.is_(True)
-        )
-        if integration_id is not None:
-            query = query.where(INTEGRATIONS.c.id == integration_id)
-        async with self.db.sessions() as session:
-            rows = (await session.execute(query.order_by(INTEGRATIONS.c.id))).all()
-        return [WebhookIntegration(*r) for r in rows]
-
-    def webhook_secret(self, row: Any) -> str:
-        """The integration's webhook secret in plain text ("" when it has none).
-
-        Decryptions are remembered by the stored ciphertext itself: the row is read on every
-        delivery, so a regenerated secret (a new ciphertext) or a removed one takes effect at
-        once; only the repeated Fernet decryption of an unchanged value is skipped.
-        """
-        stored = (row.config or {}).get("webhook_secret")
-        if not stored:
-            return ""
-        plain = self._secrets_seen.get(stored)
-        if plain is None:
-            plain = self.store.config(row).secret("webhook_secret") or ""
-            if len(self._secrets_seen) >= SECRET_CACHE_SIZE:
-                self._secrets_seen.clear()
-            self._secrets_seen[stored] = plain
-        return plain
+        return await self.tasks.in_session(session, plan)
 
     # -- sync -------------------------------------------------------------------------------
 
-    async def sync(self, principal: Principal) -> dict[str, Any]:
-        row = await self.store.require_active(principal.user.id)
-        config = self.store.config(row)
-        token = config.secret("github_token")
-        if not token:
+    async def sync(self, user: User) -> tuple[int, dict[str, Any]]:
+        """Pull open issues now (admin); (HTTP status, answer)."""
+        row = await self.store.require_active(user.id)
+        if not self.store.config(row).secret("github_token"):
             raise BadRequest("Save a GitHub token first", field="github_token")
+        outcome = await self.runner.run_one(self, row, self._sync_work)
+        counts = outcome.detail.get("counts") or {
+            "created": 0, "updated": 0, "skipped": 0, "errors": []
+        }
+        if outcome.status == "error":
+            return 502, {"ok": False, "error": outcome.error, **counts}
+        return 200, {"ok": True, **counts}
+
+    async def _sync_work(self, row: Integration) -> SyncOutcome:
+        config = self.store.config(row)
+        token = config.secret("github_token") or ""
         url: str | None = (
             f"{self.settings.github_api_url}/repos/{config.get('repo_owner')}/"
             f"{config.get('repo_name')}/issues"
         )
         params: dict[str, str] | None = {"state": "open", "per_page": "50"}
-        result = SyncResult()
+        counts: dict[str, Any] = {"created": 0, "updated": 0, "skipped": 0, "errors": []}
         pages = 0
         fetch_error: str | None = None
         while url and pages < MAX_SYNC_PAGES:
             pages += 1
             answer = await self.http.request(
-                "GitHub",
-                "GET",
-                url,
-                headers=self._headers(token),
-                params=params,
+                "GitHub", "GET", url, headers=self._headers(token), params=params,
                 retry_policy=core.retry_delay,
             )
             if not answer.ok or not isinstance(answer.data, list):
-                fetch_error = answer.error or "GitHub answered without a list of issues"
+                fetch_error = explain(answer).error or "GitHub answered without a list of issues"
                 break
             for item in answer.data:
-                await self._sync_one(row, item, result)
+                await self._sync_one(row, config, item, counts)
             url = core.parse_link_header(answer.headers.get("Link")).get("next")
             params = None  # the next link carries the query
             if url and not url.startswith(self.settings.github_api_url + "/"):
@@ -491,43 +412,36 @@ class GitHubConnector(Connector):
                 fetch_error = "GitHub's next-page link points outside GITHUB_API_URL"
                 break
         if url and pages >= MAX_SYNC_PAGES and fetch_error is None:
-            result.errors.append({"issue": None, "error": f"stopped after {MAX_SYNC_PAGES} pages"})
-        touched = result.created + result.updated
-        if fetch_error is not None:
-            status = "partial" if touched else "error"
-            await self.store.record_sync(row.id, status, fetch_error)
-            if not touched:
-                return {"ok": False, "error": fetch_error, **_counts(result)}
-        else:
-            status = "partial" if result.errors else "success"
-            error = "; ".join(str(e["error"]) for e in result.errors[:5]) or None
-            await self.store.record_sync(row.id, status, error)
-        return {"ok": True, **_counts(result)}
+            counts["errors"].append({"issue": None, "error": f"stopped after {MAX_SYNC_PAGES} pages"})
+        return SyncOutcome.from_counts(
+            counts["created"] + counts["updated"],
+            [str(e["error"]) for e in counts["errors"]],
+            fetch_error,
+            counts=counts,
+        )
 
-    async def _sync_one(self, row: Integration, item: Any, result: SyncResult) -> None:
+    async def _sync_one(
+        self, row: Integration, config: Config, item: Any, counts: dict[str, Any]
+    ) -> None:
         number = item.get("number") if isinstance(item, dict) else None
         try:
             issue = core.Issue.from_api(item)
             if issue.is_pull_request:
-                result.skipped += 1
+                counts["skipped"] += 1
                 return
-            async with self.db.sqlite_writer(), self.db.sessions() as session:
+            async with self.db.write_transaction() as session:
                 # Existing tasks keep their status (in_progress, review, done set in TimeTracker).
-                change = await self.upsert_task(session, row, issue, create=True)
+                change = await self.upsert_in(session, config, row.user_id, issue, create=True)
                 await session.commit()
         except (core.PayloadError, GatewayError) as exc:
-            result.errors.append({"issue": number, "error": str(exc)})
+            counts["errors"].append({"issue": number, "error": str(exc)})
             return
         except Exception as exc:  # one bad issue must not fail the batch; it is reported
             log.warning("github sync: issue %s failed", number, exc_info=True)
-            result.errors.append({"issue": number, "error": type(exc).__name__})
+            counts["errors"].append({"issue": number, "error": type(exc).__name__})
             return
-        if change.action == "created":
-            result.created += 1
-        elif change.action == "updated":
-            result.updated += 1
-        else:
-            result.skipped += 1
+        key = change.action if change.action in ("created", "updated") else "skipped"
+        counts[key] += 1
 
     # -- assignment -------------------------------------------------------------------------
 
@@ -543,13 +457,12 @@ class GitHubConnector(Connector):
             )
         ).scalar_one_or_none()
 
-    async def auto_start(self, row: Integration, user: User, task_id: int) -> str:
+    async def auto_start(self, config: Any, user: User, task_id: int) -> str:
         """Start the assignee's timer on the task; never stops a running one. Says what it did."""
         if not user.is_active:
             return "not started: the assignee's account is inactive"
-        project_id = self.store.config(row).get("default_project_id")
         try:
-            await self.app[keys.TIMER].start(user, project_id, task_id)
+            await self.timer.start(user, config.get("default_project_id"), task_id)
         except Conflict:
             return "not started: the assignee already has a running timer"
         except BadRequest as exc:
@@ -557,99 +470,75 @@ class GitHubConnector(Connector):
         return "started"
 
 
-async def _upsert_in_python(conn: Any, plan: TaskPlan) -> tuple[str, int | None]:
-    """SQLite's executor of a TaskPlan; the caller holds the lock. Mirrors migration 157."""
-    current = (
-        await conn.execute(
-            select(TASKS.c.id, TASKS.c.name, TASKS.c.description, TASKS.c.priority, TASKS.c.status)
-            .where(TASKS.c.project_id == plan.project_id, TASKS.c.external_ref == plan.external_ref)
-            .order_by(TASKS.c.id)
-            .limit(1)
+def explain(result: HttpResult) -> CheckResult:
+    """A failed GitHub call as a sentence with a next step, and a code the card can key on."""
+    if result.status is None:
+        return CheckResult(
+            False,
+            error="GitHub could not be reached (network or timeout). It is safe to try again.",
+            code="network",
         )
-    ).first()
-    fields: dict[str, Any] = {
-        "name": plan.name,
-        "description": plan.description,
-        "priority": plan.priority,
-    }
-    if current is None:
-        if not plan.create:
-            return "missing", None
-        if not plan.filter_ok:
-            return "filtered", None
-        task_id = (
-            await conn.execute(
-                insert(TASKS)
-                .values(
-                    project_id=plan.project_id,
-                    status=plan.status or "todo",
-                    created_by=plan.created_by,
-                    created_at=plan.now,
-                    updated_at=plan.now,
-                    completed_at=plan.completed_at,
-                    external_ref=plan.external_ref,
-                    **fields,
-                )
-                .returning(TASKS.c.id)
-            )
-        ).scalar_one()
-        return "created", task_id
-    if plan.status is not None and current.status != plan.status:
-        fields.update(status=plan.status, completed_at=plan.completed_at)
-    if all(getattr(current, k) == v for k, v in fields.items() if k != "completed_at"):
-        return "unchanged", current.id
-    await conn.execute(
-        update(TASKS).where(TASKS.c.id == current.id).values(updated_at=plan.now, **fields)
+    said = result.data.get("message") if isinstance(result.data, dict) else None
+    said = f" ({str(said)[:100]})" if said else ""
+    if result.status == 401:
+        return CheckResult(
+            False,
+            error=f"GitHub rejected the token{said}: create a new one with read access to "
+            f"Issues ({TOKEN_PAGE}) and save it.",
+            code="bad_token",
+        )
+    if result.status in (403, 429) and "rate limit" in (result.error or "").lower():
+        return CheckResult(
+            False, error="GitHub's rate limit is reached: try again later.", code="rate_limited"
+        )
+    if result.status == 403:
+        return CheckResult(
+            False,
+            error="GitHub refused access: the token lacks read access to Issues of this "
+            "repository.",
+            code="forbidden",
+        )
+    if result.status == 404:
+        return CheckResult(
+            False,
+            error="GitHub does not show this repository to the token: check owner/repo and "
+            "the token's repository access.",
+            code="not_found",
+        )
+    return CheckResult(
+        False, error=result.error or f"GitHub answered HTTP {result.status}", code="provider"
     )
-    return "updated", current.id
 
 
-def _positional(params: dict[str, Any]) -> list[Any]:
-    return [params[name] for name in _ARGS]
+def _ignored(what: str, reason: str | None = None) -> Answer:
+    body: dict[str, Any] = {"ok": True, "ignored": what}
+    if reason:
+        body["reason"] = reason
+    return Answer(202, body, "ignored")
+
+
+def _for_repository(candidates: Sequence[Candidate], full_name: str | None) -> Candidate | None:
+    """The verified integration configured for the delivery's repository (case-insensitive)."""
+    if not full_name:
+        return None
+    wanted = full_name.lower()
+    for candidate in candidates:
+        owner = candidate.config.get("repo_owner")
+        name = candidate.config.get("repo_name")
+        if owner and name and f"{owner}/{name}".lower() == wanted:
+            return candidate
+    return None
+
+
+def _flag(body: Mapping[str, Any], key: str) -> bool:
+    if key not in body:
+        return False
+    try:
+        return f.boolean(body[key])
+    except ValueError:
+        raise BadRequest(f"{key} must be true or false", field=key) from None
 
 
 def _json(value: Any) -> Any:
     """A json/jsonb value from the driver: decoded by SQLAlchemy's codec, or still text."""
     return json.loads(value) if isinstance(value, str | bytes) else value
-
-
-async def prune_deliveries(db: Database, older_than: timedelta = DELIVERY_RETENTION) -> int:
-    """Forget handled delivery ids after GitHub's redelivery window has long passed."""
-    cutoff = utcnow_naive() - older_than
-    async with db.sessions() as session:
-        result = await session.execute(
-            delete(WebhookDelivery).where(
-                WebhookDelivery.provider == "github", WebhookDelivery.received_at < cutoff
-            )
-        )
-        await session.commit()
-    return int(result.rowcount or 0)
-
-
-async def find_task(session: AsyncSession, project_id: int, ref: str) -> Task | None:
-    return (
-        await session.execute(
-            select(Task)
-            .where(Task.project_id == project_id, Task.external_ref == ref)
-            .order_by(Task.id)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-
-
-def _counts(result: SyncResult) -> dict[str, Any]:
-    return {
-        "created": result.created,
-        "updated": result.updated,
-        "skipped": result.skipped,
-        "errors": result.errors,
-    }
-
-
-def _text(body: dict[str, Any], key: str, default: Any) -> str | None:
-    value = body.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise BadRequest(f"{key} must be a string", field=key)
-    return value.strip() or None

@@ -1,0 +1,1 @@
+"""Google Calendar connector: OAuth consent, calendar import into entries, export of entries."""

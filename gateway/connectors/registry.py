@@ -1,0 +1,8 @@
+"""The connectors this gateway runs: one line each."""
+
+from __future__ import annotations
+
+from gateway.connectors import github
+from gateway.connectors.plugin import ConnectorPlugin
+
+PLUGINS: tuple[ConnectorPlugin, ...] = (github.PLUGIN,)

@@ -1,0 +1,128 @@
+"""The gateway's services and connectors, built from settings without any web routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from gateway import __version__
+from gateway.connectors.base import Connector, ConnectorDeps
+from gateway.connectors.http import TIMEOUT_SECONDS, HttpClient
+from gateway.connectors.jobs import IntegrationJobRunner
+from gateway.connectors.registry import PLUGINS
+from gateway.connectors.webhooks import WebhookPipeline
+from gateway.crypto import SecretBox, load_or_create_primary_key
+from gateway.db.database import Database
+from gateway.events import EventBus
+from gateway.metrics import Metrics
+from gateway.outbox import TimerOutbox
+from gateway.scheduler import Scheduler
+from gateway.settings import Settings
+from gateway.timer.service import TimerService
+from gateway.timeutil import Clock, utcnow
+
+SessionFactory = Callable[[], aiohttp.ClientSession]
+
+
+def default_http_session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        headers={"User-Agent": f"tt-gateway/{__version__}"},
+        timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+    )
+
+
+def open_database(settings: Settings) -> tuple[Database, SecretBox]:
+    """What the database-only commands need (migrate, users, rotate-keys)."""
+    primary, _source = load_or_create_primary_key(
+        settings.encryption_key, settings.encryption_key_file, settings.data_dir
+    )
+    secrets = SecretBox(primary, settings.encryption_old_keys)
+    db = Database(
+        settings.database_url, env_tz=settings.tz, job_concurrency=settings.sync_concurrency
+    )
+    return db, secrets
+
+
+@dataclass
+class Services:
+    """Everything connectors are built with; resources are opened by `running()`."""
+
+    settings: Settings
+    db: Database
+    secrets: SecretBox
+    metrics: Metrics
+    events: EventBus
+    outbox: TimerOutbox
+    timer: TimerService
+    scheduler: Scheduler
+    http: HttpClient
+    runner: IntegrationJobRunner
+    pipeline: WebhookPipeline
+    clock: Clock
+    http_session_factory: SessionFactory = default_http_session
+    connectors: dict[str, Connector] = field(default_factory=dict)
+
+    @property
+    def deps(self) -> ConnectorDeps:
+        return ConnectorDeps(
+            settings=self.settings,
+            db=self.db,
+            secrets=self.secrets,
+            http=self.http,
+            timer=self.timer,
+            scheduler=self.scheduler,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+
+    @asynccontextmanager
+    async def running(self, *, dispatch_events: bool) -> AsyncIterator[None]:
+        """Database checks, the HTTP client and (optionally) the event dispatcher, then teardown."""
+        await self.db.inspect_optional_tables()
+        self.http.attach(self.http_session_factory())
+        if dispatch_events:
+            await self.outbox.start()
+        try:
+            yield
+        finally:
+            if dispatch_events:
+                await self.outbox.stop()
+            await self.events.drain()  # in-flight notifications finish before the client closes
+            await self.http.close()
+            await self.db.dispose()
+
+
+def build_services(
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    http_session_factory: SessionFactory | None = None,
+) -> Services:
+    """Services and every connector (with its jobs), no routes: for `serve` and `run-job`."""
+    db, secrets = open_database(settings)
+    metrics = Metrics()
+    events = EventBus()
+    outbox = TimerOutbox(db, clock=clock)
+    timer = TimerService(db, events, clock=clock, outbox=outbox)
+    services = Services(
+        settings=settings,
+        db=db,
+        secrets=secrets,
+        metrics=metrics,
+        events=events,
+        outbox=outbox,
+        timer=timer,
+        scheduler=Scheduler(db, metrics),
+        http=HttpClient(None, metrics),
+        runner=IntegrationJobRunner(metrics, settings.sync_concurrency),
+        pipeline=WebhookPipeline(db, secrets, metrics),
+        clock=clock,
+        http_session_factory=http_session_factory or default_http_session,
+    )
+    for plugin in PLUGINS:
+        connector = plugin.build(services)
+        services.connectors[connector.slug] = connector
+    return services
