@@ -386,7 +386,7 @@
         return value !== undefined && value !== null && value !== '';
       });
       if (value === undefined || value === null) return '';
-      if (filter === 'project') return projectNames[String(value)] || 'project #' + value;
+      if (filter === 'project') return projectNames[String(value)] || data.project_name || 'project #' + value;
       return String(value);
     });
   }
@@ -437,6 +437,13 @@
         return !status['has_' + key] && (value === undefined || value === null || value === '');
       });
     }
+    // Keys the gateway makes itself (data-generated, e.g. GitHub's webhook secret) are named
+    // only when nothing else is missing: a save then makes them.
+    var generated = (card.getAttribute('data-generated') || '').split(/\s+/);
+    var own = keys.filter(function (key) {
+      return generated.indexOf(String(key)) === -1;
+    });
+    if (own.length) keys = own;
     var words = [];
     keys.forEach(function (key) {
       var word = labelFor(card, String(key));
@@ -460,7 +467,12 @@
       items.push({ at: time(status.last_sync_at), what: 'last sync', failed: status.last_sync_status === 'error' });
     }
     if (time(status.last_checked_at)) {
-      items.push({ at: time(status.last_checked_at), what: 'checked', failed: false, check: true });
+      items.push({
+        at: time(status.last_checked_at),
+        what: 'checked',
+        failed: status.last_check_status === 'error',
+        error: status.last_check_error,
+      });
     }
     items.sort(function (a, b) {
       return b.at - a.at;
@@ -473,17 +485,19 @@
     var items = latestActivity(status);
     var lastSuccess = checkedOk || 0;
     items.forEach(function (item) {
-      if (!item.failed && !item.check && item.at > lastSuccess) lastSuccess = item.at;
+      if (!item.failed && item.at > lastSuccess) lastSuccess = item.at;
     });
     if (failure && (!lastSuccess || failure.at >= lastSuccess)) return failure.error;
-    if (!status.last_error && status.last_sync_status !== 'error') return null;
-    // When did the recorded error happen? The failed sync or delivery, else it is current.
+    // The newest failure (sync, delivery or check) counts unless a success came after it.
     var failedItem = items.filter(function (item) {
       return item.failed;
     })[0];
-    if (failedItem && lastSuccess > failedItem.at) return null;
-    if (!failedItem && status.last_error && lastSuccess && !status.last_sync_status) return null;
-    return status.last_error || 'The last sync failed.';
+    if (failedItem && failedItem.at >= lastSuccess) {
+      return failedItem.error || status.last_error || 'The last ' + failedItem.what.replace('last ', '') + ' failed.';
+    }
+    // An error recorded without a time of its own (the server clears it on a later success).
+    if (status.last_error && !failedItem) return status.last_error;
+    return null;
   }
 
   function describe(card, status, failure) {
@@ -653,9 +667,10 @@
   function fillForm(form, status) {
     fieldsOf(form).forEach(function (el) {
       if (el.type === 'password') {
-        if (status['has_' + el.name]) {
-          el.placeholder = el.getAttribute('data-stored-placeholder') || 'Stored · leave blank to keep';
-        }
+        if (!el.hasAttribute('data-blank-placeholder')) el.setAttribute('data-blank-placeholder', el.placeholder);
+        el.placeholder = status['has_' + el.name]
+          ? el.getAttribute('data-stored-placeholder') || 'Stored · leave blank to keep'
+          : el.getAttribute('data-blank-placeholder');
         return;
       }
       var value = getPath(status, el.name);
