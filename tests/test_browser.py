@@ -91,9 +91,11 @@ async def browser() -> AsyncIterator[Browser]:
 
 @pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context()
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(TIMEOUT_MS)
     expect.set_options(timeout=TIMEOUT_MS)
+    if AXE.exists():  # for scans along the way (see also_scan); the browser injects it
+        await context.add_init_script(path=str(AXE))
     page = await context.new_page()
     try:
         yield page
@@ -199,6 +201,13 @@ async def serious_violations(page: Page | Frame) -> list[dict[str, object]]:
         }"""
     )
     return [v for v in found if v["impact"] in ("serious", "critical")]
+
+
+async def also_scan(page: Page, where: str) -> None:
+    """An axe scan of the state a functional test reached; only where axe-core is installed
+    (test_dark_mode_contrast_and_phone_header is the one that insists on it)."""
+    if AXE.exists():
+        assert await serious_violations(page) == [], where
 
 
 def save_screenshot(name: str, data: bytes) -> None:
@@ -313,6 +322,7 @@ async def test_github_card_connects_shows_secret_once_and_explains_errors(
     )
     secret = (await page.locator("#github-webhook-secret").text_content() or "").strip()
     assert len(secret) >= 32, secret
+    await also_scan(page, "secret dialog")
     await expect(dialog.locator("#github-dialog-url")).to_have_text(
         re.compile(r"/api/integrations/github/webhook\?integration=\d+$")
     )
@@ -346,6 +356,14 @@ async def test_github_card_connects_shows_secret_once_and_explains_errors(
     await expect(page.locator("#github-webhook-url")).to_have_text(
         re.compile(r"/api/integrations/github/webhook\?integration=\d+$")
     )
+    await also_scan(page, "connected card")
+    for theme in ("light", "dark"):  # the pictures in docs/
+        await page.goto(f"{base}/?theme={theme}")
+        await expect(summary).to_have_text("octo-org/website → Website")
+        await page.locator("#github-webhook-details summary").click()
+        await also_scan(page, f"connected card, {theme}")
+        save_screenshot(f"cards-{theme}.png", await page.locator("#main").screenshot())
+    await page.goto(base + "/")
     await card.get_by_role("button", name="Edit").click()
     await expect(page.locator("#github-config-form")).to_be_visible()
     await expect(page.locator("#github-repository")).to_have_value("octo-org/website")
@@ -366,6 +384,7 @@ async def test_github_card_connects_shows_secret_once_and_explains_errors(
     link = message.get_by_role("link", name="Create a token")
     await expect(link).to_have_attribute("href", re.compile(r"^https://github\.com/settings/"))
     await expect(detail).to_contain_text("GitHub rejected the token")
+    await also_scan(page, "needs attention")
     # A good answer again clears it; the old message is replaced, not stacked.
     fake.token = GITHUB_TOKEN
     await page.click("#github-test")
@@ -373,6 +392,7 @@ async def test_github_card_connects_shows_secret_once_and_explains_errors(
     await expect(message).to_have_text("Connected to GitHub as octocat.")
 
     # Generate a new secret, after an inline confirm step: shown once, different.
+    await page.locator("#github-webhook-details summary").click()
     await page.click("#github-generate-secret")
     await expect(page.locator("#github-secret-confirm")).to_be_visible()
     await page.click("#github-generate-secret-confirm")
@@ -577,7 +597,7 @@ async def test_dark_mode_contrast_and_phone_header(
             assert violations == [], (theme, violations)
             backgrounds[theme] = await card.evaluate("el => getComputedStyle(el).backgroundColor")
             shots[theme] = await page.screenshot(full_page=True)
-            save_screenshot(f"cards-{theme}.png", shots[theme])
+            save_screenshot(f"form-{theme}.png", shots[theme])
         assert backgrounds["light"] == "rgb(255, 255, 255)"
         assert backgrounds["dark"] != backgrounds["light"]
         # Both pictures show a page (a blank one compresses to a few hundred bytes).
@@ -845,6 +865,7 @@ async def test_sign_in_inside_a_cross_site_iframe(aiohttp_server, settings, tmp_
                 await page.wait_for_timeout(100)
             assert abs(inner - outer) <= 1, (inner, outer)
             assert outer != 640  # the snippet's initial height was replaced
+            save_screenshot("embedded-cross-site.png", await page.screenshot(full_page=True))
 
             # Sign out inside the frame, then in again: still working.
             await frame.locator("[data-logout]").click()

@@ -580,8 +580,8 @@
     if (toggle && data.status) {
       var known = typeof data.status.enabled === 'boolean';
       toggle.hidden = !known;
+      // The name stays "On"; aria-checked (and the drawn switch) carries the state.
       toggle.setAttribute('aria-checked', String(data.status.enabled !== false));
-      toggle.textContent = data.status.enabled === false ? 'Off · turn on' : 'On · turn off';
     }
     $all(card, '[data-summary]').forEach(function (el) {
       el.textContent = data.status ? template(el.getAttribute('data-summary'), data.status) : '';
