@@ -13,7 +13,6 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 from aiohttp_session import setup as setup_sessions
-from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from gateway import __version__, keys
 from gateway.auth.timetracker import TimeTrackerCookies
@@ -22,7 +21,7 @@ from gateway.services import SERVICES, build_services
 from gateway.settings import Settings
 from gateway.timer import handlers as timer_handlers
 from gateway.timeutil import Clock, utcnow
-from gateway.web import ops, pages
+from gateway.web import embedding, ops, pages
 from gateway.web.middleware import setup_middlewares
 
 log = logging.getLogger(__name__)
@@ -82,22 +81,26 @@ def create_app(
 
     setup_middlewares(app)
     # Sessions after the error middleware: their cookie is saved on redirects too.
+    # SameSite=Lax, unless GATEWAY_FRAME_ANCESTORS lets another site embed the page: a
+    # third-party iframe never gets a Lax cookie, so then SameSite=None; Secure; Partitioned.
     setup_sessions(
         app,
-        EncryptedCookieStorage(
+        embedding.SessionCookieStorage(
             services.secrets.derive(b"tt-gateway session cookie"),
             cookie_name=SESSION_COOKIE,
             httponly=True,
-            samesite="Lax",
-            secure=settings.secure_cookies,
             path=settings.path_prefix or "/",
             max_age=SESSION_MAX_AGE,
+            **embedding.session_cookie_params(
+                settings.frame_ancestors, settings.public_url, settings.secure_cookies
+            ),
         ),
     )
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
         autoescape=jinja2.select_autoescape(["html"]),
+        context_processors=[embedding.template_context],
     )
     env.globals.update(_jinja_globals(settings))
 

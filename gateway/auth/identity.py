@@ -7,6 +7,7 @@ import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp_session import Session, get_session
@@ -18,6 +19,7 @@ from gateway.crypto import same_secret
 from gateway.db.models import ApiToken, User, roles, user_roles
 from gateway.errors import Forbidden, Unauthorized
 from gateway.timeutil import utcnow_naive
+from gateway.web.embedding import view_query
 from gateway.web.jsonio import FORM_TYPES, read_form
 
 SESSION_USER = "uid"
@@ -140,7 +142,34 @@ async def resolve(request: web.Request) -> Principal | None:
     return principal
 
 
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def check_origin(request: web.Request) -> None:
+    """A cookie-authenticated write must come from one of our own pages.
+
+    With a SameSite=None session cookie (embedded cross-site) the browser sends the cookie on
+    requests other sites start, so the Origin header is checked before the token: our public
+    origin, or the origin the request was addressed to (direct access, tests). Clients that send
+    no Origin (old browsers, scripts) fall back to Sec-Fetch-Site and then to the token alone.
+    """
+    origin = request.headers.get("Origin")
+    if origin is None:
+        if request.headers.get("Sec-Fetch-Site", "same-origin") in {"same-origin", "none"}:
+            return
+        raise Forbidden("Cross-site request refused")
+    allowed = {
+        _origin_of(request.app[keys.SETTINGS].public_url),
+        f"{request.scheme}://{request.host}".lower(),
+    }
+    if origin.strip().lower() not in allowed:
+        raise Forbidden("Cross-site request refused")
+
+
 async def check_csrf(request: web.Request) -> None:
+    check_origin(request)
     session = await get_session(request)
     expected = session.get(SESSION_CSRF)
     given = request.headers.get(CSRF_HEADER)
@@ -169,7 +198,7 @@ def protected(
             if principal is None:
                 if page:
                     settings = request.app[keys.SETTINGS]
-                    raise web.HTTPFound(settings.path_prefix + "/login")
+                    raise web.HTTPFound(settings.path_prefix + "/login" + view_query(request))
                 raise Unauthorized("Authentication required")
             if scope is not None and not principal.allows(scope):
                 raise Forbidden(f"API token lacks the '{scope}' scope")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -15,6 +16,7 @@ from gateway.auth.identity import (
     CSRF_FIELD,
     SESSION_CSRF,
     SESSION_USER,
+    check_origin,
     csrf_token,
     principal_of,
     protected,
@@ -24,9 +26,12 @@ from gateway.auth.passwords import check_password
 from gateway.crypto import same_secret
 from gateway.db.models import User
 from gateway.errors import Forbidden
+from gateway.services import SERVICES
+from gateway.web.embedding import view_query
 from gateway.web.jsonio import ok, read_form
 
 routes = web.RouteTableDef()
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 
 # A hash to check against when the user does not exist, so timing does not reveal usernames.
 _DUMMY_HASH = "pbkdf2:sha256:600000$timing$" + "0" * 64
@@ -44,12 +49,13 @@ async def _login_page(
 async def login_form(request: web.Request) -> web.StreamResponse:
     principal = await _resolve_quietly(request)
     if principal is not None:
-        raise web.HTTPFound(request.app[keys.SETTINGS].path_prefix + "/")
+        raise web.HTTPFound(request.app[keys.SETTINGS].path_prefix + "/" + view_query(request))
     return await _login_page(request)
 
 
 @routes.post("/login")
 async def login_submit(request: web.Request) -> web.StreamResponse:
+    check_origin(request)
     form = await read_form(request)
     session = await get_session(request)
     given = form.get(CSRF_FIELD)
@@ -81,7 +87,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     session[SESSION_USER] = user.id
     session["login_at"] = int(time.time())
     csrf_token(session)
-    raise web.HTTPFound(request.app[keys.SETTINGS].path_prefix + "/")
+    raise web.HTTPFound(request.app[keys.SETTINGS].path_prefix + "/" + view_query(request))
 
 
 @routes.post("/logout", name="logout")
@@ -89,7 +95,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
 async def logout(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
     session.invalidate()
-    raise web.HTTPFound(request.app[keys.SETTINGS].path_prefix + "/login")
+    raise web.HTTPFound(request.app[keys.SETTINGS].path_prefix + "/login" + view_query(request))
 
 
 @routes.get("/", name="index")
@@ -97,8 +103,21 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def index(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)
     session = await get_session(request)
-    context = {"csrf_token": csrf_token(session), "user": principal.public()}
+    context = {
+        "csrf_token": csrf_token(session),
+        "user": principal.public(),
+        # Signed in through TimeTracker's cookie: signing out is TimeTracker's business.
+        "single_sign_on": principal.via == "timetracker",
+        # Cards of connectors not installed in this process say "Coming soon" and fetch nothing.
+        "installed": frozenset(request.app[SERVICES].connectors),
+    }
     return aiohttp_jinja2.render_template("cards.html", request, context)
+
+
+@routes.get("/favicon.ico", name="favicon")
+async def favicon(request: web.Request) -> web.StreamResponse:
+    # Pages link static/favicon.svg; this answers browsers and tools that ask for the old name.
+    return web.FileResponse(STATIC_DIR / "favicon.svg", headers={"Content-Type": "image/svg+xml"})
 
 
 @routes.get("/api/session", name="api_session")

@@ -7,41 +7,64 @@
  *   url(path)                     '/api/x' -> prefix + '/api/x'
  *   api(path, {method, body})     fetch as JSON with X-CSRF-Token, same-origin credentials;
  *                                 resolves to the parsed answer, throws TT.ApiError (message =
- *                                 the answer's `error`, plus .status, .field, .data) otherwise
+ *                                 the answer's `error`, plus .status, .field, .code, .data)
  *   refreshCard(nameOrElement, {fill})   re-fetch a card's status and redraw it
- *   formatDate(iso)               a date-time in the browser's locale
+ *   explain(card, error)          {text, action} in plain words for an ApiError or an error text
  *
- * Each card <section data-card="NAME"> gets its status from GET /api/integrations/NAME/status,
- * fills [data-status-badge], [data-last-sync], [data-last-error], sets data-state on the section
- * (loading, unavailable, unconfigured, inactive, reconnect, error, active, failed) and then
- * dispatches "tt:status" on it (event.detail = the status answer, or null).
+ * THE CARD FRAME (templates/cards.html). <section data-card="NAME" data-installed> gets its
+ * status from GET /api/integrations/NAME/status; a card without data-installed is "Coming soon"
+ * and fetches nothing. The state comes from the status answer's facts (DESIGN §10 "Status
+ * answers", "Connection facts"), set as data-state on the section and shown in
+ * [data-status-badge] and [data-card-detail]:
+ *   unconfigured  "Not configured"    no integration yet
+ *   incomplete    "Incomplete"        inactive; names what is missing (`missing`, else the
+ *                                     card's data-required keys that the status lacks)
+ *   off           "Off"               switched off (`enabled: false`); secrets kept
+ *   attention     "Needs attention"   the newest outcome is an error (last_error, a failed
+ *                                     sync or delivery, or a failed Test/Sync on this page),
+ *                                     explained with its next step
+ *   connected     "Connected"         as `connected_as`, with the last activity
+ *   failed / coming-soon              the status could not be read / connector not installed
+ * Then "tt:status" is dispatched on the section (event.detail = the status answer, or null).
  *
- * Declarative helpers for the connector forms included in a card (templates/cards/NAME.html):
+ * A configured card shows [data-card-summary] (its [data-summary] line, Edit, actions, the on/off
+ * [data-card-switch] when the status has `enabled`, and Disconnect with a confirm step); the form
+ * in [data-card-body] shows only when editing or not yet working. Every message of a card goes to
+ * its one [data-card-message]: a new message replaces the old one.
+ *
+ * Declarative helpers for the parts in templates/cards/NAME.html:
  *   <form data-api-form="/api/integrations/NAME/config">  submitted as JSON through TT.api;
  *       fields are filled from the status answer on load and after a save.
  *       Field types: checkbox -> boolean; type=number or data-type="number" -> number or null;
  *       data-type="list" -> array from comma-separated text; data-type="json" -> parsed JSON;
  *       data-empty="null" -> null when blank; data-omit-empty -> left out when blank.
  *       A dotted name ("priority_labels.high") builds a nested object.
+ *       data-join="a b" (instead of a name): one field for two keys written "a/b" (a URL's
+ *       last two path segments work too); data-join-hint is the message for a bad value.
  *       Password inputs are never filled; when status has_<name> is true their placeholder says
  *       a value is stored (data-stored-placeholder overrides the text).
  *       A 400 answer with `field` marks that input aria-invalid.
- *   <button data-api-action="/api/integrations/NAME/test">  POSTs (data-method to change).
+ *       data-verify="#button": after a save that stored a new secret and left the connector
+ *       active, that button (e.g. Test) runs at once, so a bad token shows now, not later.
+ *   <button data-api-action="/api/…">  POSTs data-body (JSON, default {}); data-method changes it.
+ *                                 data-check: it asks the provider (Test, Sync), so its success
+ *                                 makes an older error stale.
  *   data-success="Saved"          message shown on success (default: the answer's `message`);
- *                                 {key} is replaced by the answer's key ("Connected as {login}").
- *   data-confirm="Really?"        asks first (also works on ordinary forms and links).
- *   [data-form-message]           where a form's messages go (else the card's [data-card-message]).
+ *                                 {key} is replaced by the answer's key, {a|b} by the first set.
+ *   data-confirm="Really?"        window.confirm first (ordinary forms and links).
+ *   [data-reveal="#id"] / [data-conceal]   an inline confirm step: show #id ([data-reveal-target])
+ *                                 / hide the enclosing one.
  *   [data-status-field="key"]     text (or input value) set from the status answer.
  *   [data-show-if="key"] / [data-hide-if="key"]   shown/hidden by the truthiness of status[key].
- *   [data-result-field="key"]     filled from a successful answer's key (e.g. a generated
- *                                 webhook_secret) and unhidden with its [data-result-group].
+ *   [data-summary="{a}/{b} → {c:project}"]   the summary line; ":project" shows a project's name.
+ *   <dialog data-secret-dialog="key">  opened (modal, focus inside) when an answer carries `key`
+ *                                 (a one-time secret), the value in its [data-secret-value];
+ *                                 [data-dialog-close] closes it and wipes the value.
  *   [data-copy="selector"]        copies the text/value of the element matched inside the card.
- *   <select data-projects>        filled with the user's active projects from GET /api/projects
- *                                 ({"projects": [{"id", "name"}]}); "No projects" until then or
- *                                 when none. A value set from the status is kept even when it
- *                                 is not (or not yet) in the list, so a save never drops it.
- * After a successful form or action the card's status is refreshed ("tt:saved" / "tt:action"
- * are dispatched on the form/button with the answer as detail).
+ *   <select data-projects>        filled with the user's active projects from GET /api/projects.
+ *
+ * EMBEDDED (<body data-embedded>): the page's height is posted to the parent window as
+ * {type: "tt-gateway:height", height} whenever it changes (docs/integrations/README.md).
  */
 (function () {
   'use strict';
@@ -49,6 +72,7 @@
   var body = document.body;
   var prefix = (body.getAttribute('data-prefix') || '').replace(/\/+$/, '');
   var csrf = body.getAttribute('data-csrf') || '';
+  var viewQuery = body.getAttribute('data-view-query') || '';
 
   // ---------------------------------------------------------------- fetch helper
 
@@ -60,6 +84,7 @@
       this.data = data || null;
       this.error = message;
       this.field = data && typeof data.field === 'string' ? data.field : null;
+      this.code = data && typeof data.code === 'string' ? data.code : null;
     }
   }
 
@@ -75,12 +100,8 @@
     var headers = { Accept: 'application/json', 'X-CSRF-Token': TT.csrf };
     var payload;
     if (hasBody) {
-      if (options.body instanceof FormData || options.body instanceof URLSearchParams) {
-        payload = options.body;
-      } else {
-        headers['Content-Type'] = 'application/json';
-        payload = JSON.stringify(options.body);
-      }
+      headers['Content-Type'] = 'application/json';
+      payload = JSON.stringify(options.body);
     }
     var response;
     try {
@@ -92,7 +113,7 @@
         cache: 'no-store',
       });
     } catch (networkError) {
-      throw new ApiError('The gateway could not be reached. Check your connection and try again.', 0, null);
+      throw new ApiError('The gateway could not be reached.', 0, null);
     }
     var data = null;
     var type = response.headers.get('Content-Type') || '';
@@ -104,24 +125,123 @@
       }
     }
     if (!response.ok || !data || data.ok === false) {
-      var message = data && data.error ? String(data.error) : defaultError(response.status);
+      var message = data && data.error ? String(data.error) : 'HTTP ' + response.status;
       throw new ApiError(message, response.status, data);
     }
     return data;
   }
 
-  function defaultError(status) {
-    if (status === 401) return 'Your session has ended. Sign in again.';
-    if (status === 403) return 'Not allowed. Reload the page and try again.';
-    if (status === 404) return 'Not available yet';
-    if (status >= 500) return 'The gateway had a problem (HTTP ' + status + '). Try again later.';
-    if (status >= 200 && status < 300) return 'Unexpected answer from the gateway.';
-    return 'Request failed (HTTP ' + status + ').';
+  // ---------------------------------------------------------------- plain-language errors
+
+  var PATTERNS = [
+    ['bad_token', /\b401\b|bad credentials|invalid_auth|not_authed|token_revoked|invalid_grant|unauthori[sz]ed/i],
+    ['rate_limited', /rate.?limit|\b429\b|retry after/i],
+    ['forbidden', /\b403\b|forbidden|missing_scope|resource not accessible/i],
+    ['not_found', /\b404\b|not found|channel_not_found/i],
+    ['network', /network|timed? ?out|could not be reached|connect(or|ion)|dns|ECONN/i],
+    ['provider_down', /\b5\d\d\b|server error|service unavailable/i],
+  ];
+
+  function cardTitle(card) {
+    return (card && card.getAttribute('data-title')) || 'The service';
+  }
+
+  function tokenAction(card) {
+    var href = card && card.getAttribute('data-token-url');
+    return href ? { label: 'Create a token', href: href, external: true } : null;
+  }
+
+  function providerError(card, code, raw) {
+    var title = cardTitle(card);
+    var scopes = (card && card.getAttribute('data-token-scopes')) || '';
+    switch (code) {
+      case 'bad_token':
+        return {
+          text: title + ' rejected the token: create a new one' + (scopes ? ' ' + scopes : '') + ' and save it here.',
+          action: tokenAction(card),
+        };
+      case 'forbidden':
+        return {
+          text: title + ' refused access: the token lacks a permission. Create one' + (scopes ? ' ' + scopes : '') + '.',
+          action: tokenAction(card),
+        };
+      case 'not_found':
+        return { text: title + ' cannot find what is configured: check the name (Edit), and that the token can see it.', action: null };
+      case 'rate_limited':
+        return { text: title + ' is limiting requests right now: wait a few minutes, then try again.', action: null };
+      case 'network':
+        return { text: title + ' could not be reached. Nothing was changed: it is safe to try again.', action: null };
+      case 'provider_down':
+        return { text: title + ' had a problem on its side. It is safe to try again in a few minutes.', action: null };
+      default:
+        return { text: raw, action: null };
+    }
+  }
+
+  function codeOf(text) {
+    for (var i = 0; i < PATTERNS.length; i++) {
+      if (PATTERNS[i][1].test(text)) return PATTERNS[i][0];
+    }
+    return null;
+  }
+
+  // {text, action}: action is {label, href, external} or {label, reload: true} or null.
+  function explain(card, error) {
+    if (typeof error === 'string') {
+      return providerError(card, codeOf(error), error);
+    }
+    var status = error.status;
+    var raw = error.message || '';
+    if (status === 0) {
+      return { text: 'The gateway could not be reached. Check your connection: it is safe to try again.', action: null };
+    }
+    if (status === 401) {
+      return {
+        text: 'Your session has ended.',
+        action: { label: 'Sign in again', href: prefix + '/login' + viewQuery },
+      };
+    }
+    if (status === 403 && /csrf|cross-site/i.test(raw)) {
+      return { text: 'This page is out of date.', action: { label: 'Reload the page', reload: true } };
+    }
+    if (status === 403 && /admin/i.test(raw)) {
+      return { text: 'Only an administrator can do this.', action: null };
+    }
+    if (status === 404 || status === 405) {
+      return { text: 'This action is not available in this version of the gateway.', action: null };
+    }
+    if (status === 409) {
+      return { text: 'Finish the set-up first: fill in the missing settings and Save.', action: null };
+    }
+    if (isProviderFailure(error)) {
+      return providerError(card, error.code || codeOf(raw), raw);
+    }
+    if (status >= 500) {
+      return { text: 'The gateway had a problem. It is safe to try again; if it keeps failing, tell your administrator.', action: null };
+    }
+    if (status === 400) {
+      return { text: withProjectNames(raw), action: null };
+    }
+    return providerError(card, error.code || codeOf(raw), raw);
+  }
+
+  // The provider refused or failed (Test answers 200, Sync 502 with ok:false and an error).
+  function isProviderFailure(error) {
+    return !!(error && error.data && error.data.error && (error.status === 200 || error.status === 502 || error.code));
+  }
+
+  // "Project 12 already receives…" names the project.
+  function withProjectNames(text) {
+    return text.replace(/\bProject (\d+)\b/g, function (match, id) {
+      var name = projectNames[id];
+      return name ? 'The project “' + name + '”' : match;
+    });
   }
 
   // ---------------------------------------------------------------- formatting
 
   var dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  var relativeFormat = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
 
   function parseDate(iso) {
     if (!iso) return null;
@@ -137,12 +257,15 @@
     return date ? dateFormat.format(date) : '';
   }
 
-  var SYNC_OUTCOME = {
-    success: 'succeeded',
-    partial: 'partly succeeded',
-    error: 'failed',
-    pending: 'pending',
-  };
+  function ago(date) {
+    var seconds = Math.round((date.getTime() - Date.now()) / 1000);
+    var abs = Math.abs(seconds);
+    if (abs < 45) return 'just now';
+    if (abs < 3600) return relativeFormat.format(Math.round(seconds / 60), 'minute');
+    if (abs < 86400) return relativeFormat.format(Math.round(seconds / 3600), 'hour');
+    if (abs < 7 * 86400) return relativeFormat.format(Math.round(seconds / 86400), 'day');
+    return dateFormat.format(date);
+  }
 
   // ---------------------------------------------------------------- small DOM helpers
 
@@ -178,9 +301,45 @@
     badge.classList.add('badge-' + tone);
   }
 
-  var ALERTS = ['alert-error', 'alert-success', 'alert-info'];
+  function actionNode(action) {
+    if (!action) return null;
+    if (action.reload) {
+      var button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'link';
+      button.textContent = action.label;
+      button.setAttribute('data-reload', '');
+      return button;
+    }
+    var link = document.createElement('a');
+    link.className = 'link';
+    link.href = action.href;
+    link.textContent = action.label;
+    if (action.external) {
+      link.target = '_blank';
+      link.rel = 'noopener noreferrer';
+    } else if (body.hasAttribute('data-embedded')) {
+      link.target = '_self';
+    }
+    return link;
+  }
 
-  function showMessage(el, text, tone) {
+  // Text plus an optional action link, replacing whatever the element held.
+  function fillExplained(el, text, action) {
+    el.textContent = '';
+    el.appendChild(document.createTextNode(text));
+    var node = actionNode(action);
+    if (node) {
+      el.appendChild(document.createTextNode(' '));
+      el.appendChild(node);
+    }
+  }
+
+  var ALERTS = ['alert-error', 'alert-success', 'alert-info', 'alert-warning'];
+
+  // The card's one message area: a new message replaces the old one.
+  function showMessage(card, text, tone, action) {
+    var el = card ? $(card, '[data-card-message]') : null;
     if (!el) return;
     ALERTS.forEach(function (cls) {
       el.classList.remove(cls);
@@ -192,16 +351,14 @@
     }
     el.classList.add('alert', 'alert-' + tone);
     el.setAttribute('role', tone === 'error' ? 'alert' : 'status');
-    el.textContent = text;
+    el.setAttribute('data-tone', tone);
+    fillExplained(el, text, action);
     el.hidden = false;
   }
 
-  function messageTarget(el) {
-    var form = el.closest('form');
-    var own = form && $(form, '[data-form-message]');
-    if (own) return own;
-    var card = el.closest('[data-card]');
-    return card ? $(card, '[data-card-message]') : null;
+  function showError(card, error) {
+    var explained = explain(card, error);
+    showMessage(card, explained.text, 'error', explained.action);
   }
 
   function getPath(obj, path) {
@@ -220,42 +377,217 @@
     target[last] = value;
   }
 
-  // ---------------------------------------------------------------- card status
-
-  function describe(card, status) {
-    if (!status.configured) return ['Not configured', 'neutral', 'unconfigured'];
-    if (status.reconnect_required) return ['Reconnect required', 'warning', 'reconnect'];
-    if (!status.is_active) return ['Inactive', 'neutral', 'inactive'];
-    if (status.last_sync_status === 'error') return ['Error', 'error', 'error'];
-    return ['Active', 'success', 'active'];
+  // "{a}/{b}", "{a|b}" (first one set), "{id:project}" (the project's name).
+  function template(text, data) {
+    return text.replace(/\{([\w.|]+)(?::(\w+))?\}/g, function (match, keys, filter) {
+      var value;
+      keys.split('|').some(function (key) {
+        value = getPath(data, key);
+        return value !== undefined && value !== null && value !== '';
+      });
+      if (value === undefined || value === null) return '';
+      if (filter === 'project') return projectNames[String(value)] || data.project_name || 'project #' + value;
+      return String(value);
+    });
   }
 
-  function renderStatus(card, status) {
-    var look = describe(card, status);
-    setBadge(card, look[0], look[1]);
-    card.setAttribute('data-state', look[2]);
+  // ---------------------------------------------------------------- card state from facts
 
-    var lastSync = $(card, '[data-last-sync]');
-    var when = formatDate(status.last_sync_at);
-    var text = '';
-    if (when) {
-      var outcome = SYNC_OUTCOME[status.last_sync_status];
-      text = 'Last sync ' + when + (outcome ? ' · ' + outcome : '');
-    } else if (status.configured && card.hasAttribute('data-syncs')) {
-      text = 'Never synced';
+  var cards = new WeakMap(); // card -> {status, failure, editing}
+
+  function cardData(card) {
+    var data = cards.get(card);
+    if (!data) {
+      data = { status: null, failure: null, checkedOk: 0, editing: false };
+      cards.set(card, data);
     }
-    setText(lastSync, text);
-    if (lastSync) {
-      if (status.last_sync_at) lastSync.title = String(status.last_sync_at);
-      else lastSync.removeAttribute('title');
+    return data;
+  }
+
+  var FAILED = /error|fail|reject|invalid|denied/i;
+
+  function time(iso) {
+    var date = parseDate(iso);
+    return date ? date.getTime() : null;
+  }
+
+  function jsonAttr(card, name) {
+    try {
+      return JSON.parse(card.getAttribute(name) || '{}') || {};
+    } catch (parseError) {
+      return {};
     }
+  }
 
-    setText($(card, '[data-last-error]'), status.last_error ? 'Last error: ' + status.last_error : '');
+  function labelFor(card, key) {
+    var labels = jsonAttr(card, 'data-labels');
+    if (labels[key]) return labels[key];
+    var field = fieldFor(card, key);
+    var label = field && field.id ? $(card, 'label[for="' + field.id + '"]') : null;
+    if (label) return label.firstChild ? label.firstChild.textContent.trim() : label.textContent.trim();
+    return key.replace(/_/g, ' ');
+  }
 
+  function missingOf(card, status) {
+    var keys = Array.isArray(status.missing) ? status.missing : null;
+    if (!keys) {
+      keys = (card.getAttribute('data-required') || '').split(/\s+/).filter(function (key) {
+        if (!key) return false;
+        var value = status[key];
+        return !status['has_' + key] && (value === undefined || value === null || value === '');
+      });
+    }
+    // Keys the gateway makes itself (data-generated, e.g. GitHub's webhook secret) are named
+    // only when nothing else is missing: a save then makes them.
+    var generated = (card.getAttribute('data-generated') || '').split(/\s+/);
+    var own = keys.filter(function (key) {
+      return generated.indexOf(String(key)) === -1;
+    });
+    if (own.length) keys = own;
+    var words = [];
+    keys.forEach(function (key) {
+      var word = labelFor(card, String(key));
+      if (words.indexOf(word) === -1) words.push(word);
+    });
+    return words;
+  }
+
+  function listText(words) {
+    if (words.length < 2) return words.join('');
+    return words.slice(0, -1).join(', ') + ' and ' + words[words.length - 1];
+  }
+
+  // The newest of: the last delivery/event, the last sync, a failure seen on this page.
+  function latestActivity(status) {
+    var items = [];
+    if (time(status.last_event_at)) {
+      items.push({ at: time(status.last_event_at), what: 'last delivery', failed: FAILED.test(status.last_event_status || '') });
+    }
+    if (time(status.last_sync_at)) {
+      items.push({ at: time(status.last_sync_at), what: 'last sync', failed: status.last_sync_status === 'error' });
+    }
+    if (time(status.last_checked_at)) {
+      items.push({
+        at: time(status.last_checked_at),
+        what: 'checked',
+        failed: status.last_check_status === 'error',
+        error: status.last_check_error,
+      });
+    }
+    items.sort(function (a, b) {
+      return b.at - a.at;
+    });
+    return items;
+  }
+
+  // The error to show, or null: an error is stale once a later success happened.
+  function currentProblem(status, failure, checkedOk) {
+    var items = latestActivity(status);
+    var lastSuccess = checkedOk || 0;
+    items.forEach(function (item) {
+      if (!item.failed && item.at > lastSuccess) lastSuccess = item.at;
+    });
+    if (failure && (!lastSuccess || failure.at >= lastSuccess)) return failure.error;
+    // The newest failure (sync, delivery or check) counts unless a success came after it.
+    var failedItem = items.filter(function (item) {
+      return item.failed;
+    })[0];
+    if (failedItem && failedItem.at >= lastSuccess) {
+      return failedItem.error || status.last_error || 'The last ' + failedItem.what.replace('last ', '') + ' failed.';
+    }
+    // An error recorded without a time of its own (the server clears it on a later success).
+    if (status.last_error && !failedItem) return status.last_error;
+    return null;
+  }
+
+  function describe(card, status, failure) {
+    if (!status.configured) {
+      return { state: 'unconfigured', badge: 'Not configured', tone: 'neutral', detail: 'Not set up yet.' };
+    }
+    if (status.enabled === false) {
+      return { state: 'off', badge: 'Off', tone: 'muted', detail: 'Switched off: nothing is received or sent. Your settings and secrets are kept.' };
+    }
+    if (status.reconnect_required) {
+      return {
+        state: 'attention',
+        badge: 'Needs attention',
+        tone: 'error',
+        detail: cardTitle(card) + ' asks you to connect again.',
+      };
+    }
+    if (!status.is_active) {
+      var missing = missingOf(card, status);
+      return {
+        state: 'incomplete',
+        badge: 'Incomplete',
+        tone: 'warning',
+        detail: missing.length ? 'To connect, add ' + listText(missing) + '.' : 'Not connected: finish the settings and Save.',
+      };
+    }
+    var problem = currentProblem(status, failure, cardData(card).checkedOk);
+    if (problem) {
+      var explained = explain(card, problem);
+      return { state: 'attention', badge: 'Needs attention', tone: 'error', detail: explained.text, action: explained.action };
+    }
+    var parts = [];
+    if (status.connected_as) parts.push('as ' + status.connected_as);
+    var newest = latestActivity(status)[0];
+    var detail = 'Connected' + (parts.length ? ' ' + parts.join('') : '');
+    if (newest) {
+      detail += ' · ' + newest.what + ' ' + ago(new Date(newest.at));
+    } else {
+      detail += ' · no activity yet';
+    }
+    return { state: 'connected', badge: 'Connected', tone: 'success', detail: detail, title: newest ? dateFormat.format(new Date(newest.at)) : '' };
+  }
+
+  function render(card) {
+    var data = cardData(card);
+    var status = data.status;
+    if (!status) return;
+    var look = describe(card, status, data.failure);
+    setBadge(card, look.badge, look.tone);
+    card.setAttribute('data-state', look.state);
+    var detail = $(card, '[data-card-detail]');
+    if (detail) {
+      fillExplained(detail, look.detail || '', look.action || null);
+      detail.hidden = !look.detail;
+      if (look.title) detail.title = look.title;
+      else detail.removeAttribute('title');
+      detail.classList.toggle('text-red-700', look.state === 'attention');
+      detail.classList.toggle('text-slate-600', look.state !== 'attention');
+    }
     renderFields(card, status);
+    renderLayout(card, look.state);
   }
 
-  // Connector-specific elements inside the card; {} clears them when the status is unknown.
+  // The summary for a card that works (or worked); the form when editing or not yet working.
+  function renderLayout(card, state) {
+    var data = cardData(card);
+    var summary = $(card, '[data-card-summary]');
+    var bodyEl = $(card, '[data-card-body]');
+    var compact = state === 'connected' || state === 'attention' || state === 'off';
+    if (summary) summary.hidden = !compact;
+    if (bodyEl) bodyEl.hidden = compact && !data.editing;
+    $all(card, '[data-card-edit]').forEach(function (button) {
+      button.setAttribute('aria-expanded', String(!!data.editing));
+      button.textContent = data.editing ? 'Close settings' : 'Edit';
+    });
+    $all(card, '[data-card-edit-done]').forEach(function (button) {
+      button.hidden = !compact;
+    });
+    var toggle = $(card, '[data-card-switch]');
+    if (toggle && data.status) {
+      var known = typeof data.status.enabled === 'boolean';
+      toggle.hidden = !known;
+      // The name stays "On"; aria-checked (and the drawn switch) carries the state.
+      toggle.setAttribute('aria-checked', String(data.status.enabled !== false));
+    }
+    $all(card, '[data-summary]').forEach(function (el) {
+      el.textContent = data.status ? template(el.getAttribute('data-summary'), data.status) : '';
+    });
+  }
+
   function renderFields(card, status) {
     $all(card, '[data-status-field]').forEach(function (el) {
       var value = getPath(status, el.getAttribute('data-status-field'));
@@ -274,15 +606,13 @@
   }
 
   function renderFailure(card, error) {
-    card.setAttribute('data-state', error.status === 404 ? 'unavailable' : 'failed');
-    renderFields(card, {});
-    setText($(card, '[data-last-sync]'), '');
-    if (error.status === 404) {
-      setBadge(card, 'Not available yet', 'muted');
-      setText($(card, '[data-last-error]'), '');
-    } else {
-      setBadge(card, 'Error', 'error');
-      setText($(card, '[data-last-error]'), 'Could not load the status: ' + error.message);
+    card.setAttribute('data-state', 'failed');
+    setBadge(card, 'Unknown', 'muted');
+    var explained = explain(card, error);
+    var detail = $(card, '[data-card-detail]');
+    if (detail) {
+      fillExplained(detail, 'The status could not be read. ' + explained.text, explained.action);
+      detail.hidden = false;
     }
   }
 
@@ -293,14 +623,15 @@
 
   async function refreshCard(nameOrElement, options) {
     var card = cardElement(nameOrElement);
-    if (!card) return null;
+    if (!card || !card.hasAttribute('data-installed')) return null;
     var name = card.getAttribute('data-card');
     var fill = !options || options.fill !== false;
     card.setAttribute('aria-busy', 'true');
     var status = null;
     try {
       status = await api('/api/integrations/' + encodeURIComponent(name) + '/status');
-      renderStatus(card, status);
+      cardData(card).status = status;
+      render(card);
       if (fill) {
         $all(card, 'form[data-api-form]').forEach(function (form) {
           fillForm(form, status);
@@ -323,12 +654,23 @@
     });
   }
 
+  function fieldFor(root, key) {
+    var named = $all(root, '[name]').filter(function (el) {
+      return el.name === key || el.name.split('.')[0] === key;
+    })[0];
+    if (named) return named;
+    return $all(root, '[data-join]').filter(function (el) {
+      return el.getAttribute('data-join').split(/\s+/).indexOf(key) !== -1;
+    })[0] || null;
+  }
+
   function fillForm(form, status) {
     fieldsOf(form).forEach(function (el) {
       if (el.type === 'password') {
-        if (status['has_' + el.name]) {
-          el.placeholder = el.getAttribute('data-stored-placeholder') || 'Stored · leave blank to keep';
-        }
+        if (!el.hasAttribute('data-blank-placeholder')) el.setAttribute('data-blank-placeholder', el.placeholder);
+        el.placeholder = status['has_' + el.name]
+          ? el.getAttribute('data-stored-placeholder') || 'Stored · leave blank to keep'
+          : el.getAttribute('data-blank-placeholder');
         return;
       }
       var value = getPath(status, el.name);
@@ -345,11 +687,32 @@
       } else if (type === 'list' && Array.isArray(value)) {
         el.value = value.join(', ');
       } else if (type === 'json' || typeof value === 'object') {
-        el.value = JSON.stringify(value, null, 2);
+        el.value = Object.keys(value).length ? JSON.stringify(value, null, 2) : '';
       } else {
         el.value = String(value);
       }
     });
+    $all(form, '[data-join]').forEach(function (el) {
+      var parts = el.getAttribute('data-join').split(/\s+/).map(function (key) {
+        var value = getPath(status, key);
+        return value === null || value === undefined ? '' : String(value);
+      });
+      el.value = parts.every(Boolean) ? parts.join('/') : parts.filter(Boolean).join('/');
+    });
+  }
+
+  // "octo/hello", "https://github.com/octo/hello", "git@github.com:octo/hello.git" -> [octo, hello]
+  function splitJoined(el) {
+    var keys = el.getAttribute('data-join').split(/\s+/);
+    var raw = el.value.trim();
+    if (!raw) return keys.map(function () {
+      return null;
+    });
+    var segments = raw.replace(/[?#].*$/, '').replace(/\.git$/, '').replace(/\/+$/, '').split(/[/:]/).filter(Boolean);
+    if (segments.length < keys.length || /\s/.test(raw)) {
+      throw fieldError(el, el.getAttribute('data-join-hint') || 'Enter ' + keys.join('/'));
+    }
+    return segments.slice(-keys.length);
   }
 
   function serialize(form) {
@@ -376,7 +739,7 @@
         try {
           value = raw.trim() === '' ? null : JSON.parse(raw);
         } catch (parseError) {
-          throw fieldError(el, 'Enter valid JSON');
+          throw fieldError(el, 'Enter valid JSON, e.g. {"urgent": ["sev1"]}');
         }
       } else if (raw.trim() === '' && el.getAttribute('data-empty') === 'null') {
         value = null;
@@ -385,22 +748,27 @@
       }
       setPath(data, el.name, value);
     });
+    $all(form, '[data-join]').forEach(function (el) {
+      var keys = el.getAttribute('data-join').split(/\s+/);
+      var values = splitJoined(el);
+      keys.forEach(function (key, index) {
+        setPath(data, key, values[index]);
+      });
+    });
     return data;
   }
 
   // data-success with {key} placeholders filled from the answer; the answer's message wins.
   function successText(el, answer, fallback) {
     if (answer && answer.message) return String(answer.message);
-    var template = el.getAttribute('data-success');
-    if (!template) return fallback;
-    return template.replace(/\{([\w.]+)\}/g, function (match, key) {
-      var value = getPath(answer, key);
-      return value === undefined || value === null ? '' : String(value);
-    });
+    var text = el.getAttribute('data-success');
+    return text ? template(text, answer || {}) : fallback;
   }
 
   function fieldError(el, message) {
-    return new ApiError(message, 400, { ok: false, error: message, field: el.name });
+    var error = new ApiError(message, 400, { ok: false, error: message });
+    error.element = el;
+    return error;
   }
 
   function clearInvalid(form) {
@@ -409,11 +777,8 @@
     });
   }
 
-  function markInvalid(form, field) {
-    if (!field) return;
-    var el = fieldsOf(form).filter(function (candidate) {
-      return candidate.name === field || candidate.name.split('.')[0] === field;
-    })[0];
+  function markInvalid(form, error) {
+    var el = error.element || (error.field ? fieldFor(form, error.field) : null);
     if (el) {
       el.setAttribute('aria-invalid', 'true');
       el.focus();
@@ -427,85 +792,140 @@
     else el.removeAttribute('aria-busy');
   }
 
-  function showResults(card, answer) {
-    if (!card) return;
-    $all(card, '[data-result-field]').forEach(function (el) {
-      var value = getPath(answer, el.getAttribute('data-result-field'));
-      if (value === undefined || value === null || value === '') return;
-      if (isControl(el)) el.value = String(value);
-      else el.textContent = String(value);
-      var group = el.closest('[data-result-group]');
-      if (group) group.hidden = false;
-      el.hidden = false;
+  // A one-time secret in the answer: a modal dialog that takes focus, the full value, Copy.
+  function showSecrets(card, answer) {
+    if (!card || !answer) return;
+    $all(card, 'dialog[data-secret-dialog]').forEach(function (dialog) {
+      var value = answer[dialog.getAttribute('data-secret-dialog')];
+      if (typeof value !== 'string' || !value) return;
+      var holder = $(dialog, '[data-secret-value]');
+      if (holder) holder.textContent = value;
+      if (!dialog.open) dialog.showModal();
+      var first = holder || $(dialog, 'button');
+      if (first) first.focus();
     });
   }
 
-  async function submitApiForm(form, submitter) {
-    var message = messageTarget(form);
+  function closeDialog(dialog) {
+    $all(dialog, '[data-secret-value]').forEach(function (el) {
+      el.textContent = '';
+    });
+    if (dialog.open) dialog.close();
+  }
+
+  async function submitApiForm(form) {
     var card = form.closest('[data-card]');
     var buttons = $all(form, 'button[type="submit"], button:not([type]), input[type="submit"]');
     clearInvalid(form);
-    showMessage(message, '');
+    showMessage(card, '');
     var data;
     try {
       data = serialize(form);
     } catch (error) {
-      markInvalid(form, error.field);
-      showMessage(message, error.message, 'error');
+      markInvalid(form, error);
+      showMessage(card, error.message, 'error');
       return;
-    }
-    if (submitter && submitter.name && submitter.name !== 'csrf_token') {
-      data[submitter.name] = submitter.value === 'true' ? true : submitter.value;
     }
     buttons.forEach(function (button) {
       setBusy(button, true);
     });
+    var answer = null;
     try {
-      var answer = await api(form.getAttribute('data-api-form'), {
+      answer = await api(form.getAttribute('data-api-form'), {
         method: form.getAttribute('data-method') || 'POST',
         body: data,
       });
       $all(form, 'input[type="password"]').forEach(function (el) {
         el.value = '';
       });
-      showMessage(message, successText(form, answer, 'Saved'), 'success');
-      showResults(card, answer);
       form.dispatchEvent(new CustomEvent('tt:saved', { detail: answer, bubbles: true }));
-      if (card) await refreshCard(card, { fill: true });
     } catch (error) {
-      markInvalid(form, error.field);
-      showMessage(message, error.message, 'error');
+      markInvalid(form, error);
+      showError(card, error);
     } finally {
       buttons.forEach(function (button) {
         setBusy(button, false);
       });
     }
-  }
-
-  async function runAction(button) {
-    var message = messageTarget(button);
-    var card = button.closest('[data-card]');
-    showMessage(message, '');
-    setBusy(button, true);
-    try {
-      var answer = await api(button.getAttribute('data-api-action'), {
-        method: button.getAttribute('data-method') || 'POST',
-        body: {},
-      });
-      showMessage(message, successText(button, answer, 'Done'), 'success');
-      showResults(card, answer);
-      button.dispatchEvent(new CustomEvent('tt:action', { detail: answer, bubbles: true }));
-      if (card) await refreshCard(card, { fill: false });
-    } catch (error) {
-      showMessage(message, error.message, 'error');
-    } finally {
-      setBusy(button, false);
+    if (!answer || !card) return;
+    var cardState = cardData(card);
+    if (answer.is_active) cardState.editing = false;
+    var status = await refreshCard(card, { fill: true });
+    var missing = status && !status.is_active ? missingOf(card, Object.assign({}, status, answer.missing ? { missing: answer.missing } : {})) : [];
+    if (missing.length) {
+      showMessage(card, 'Saved. To connect, add ' + listText(missing) + '.', 'warning');
+    } else {
+      showMessage(card, successText(form, answer, 'Saved.'), 'success');
+    }
+    showSecrets(card, answer);
+    var verify = form.getAttribute('data-verify');
+    var newSecret = Object.keys(data).some(function (key) {
+      return status && status['has_' + key] && data[key];
+    });
+    if (verify && newSecret && answer.is_active) {
+      var button = $(card, verify);
+      if (button) await runAction(button);
     }
   }
 
+  async function runAction(button) {
+    var card = button.closest('[data-card]');
+    var state = card ? cardData(card) : null;
+    var payload = {};
+    if (button.hasAttribute('data-body')) {
+      try {
+        payload = JSON.parse(button.getAttribute('data-body'));
+      } catch (parseError) {
+        payload = {};
+      }
+    }
+    showMessage(card, '');
+    setBusy(button, true);
+    var answer = null;
+    try {
+      answer = await api(button.getAttribute('data-api-action'), {
+        method: button.getAttribute('data-method') || 'POST',
+        body: payload,
+      });
+      if (state) state.failure = null;
+      // A successful Test or Sync ([data-check]) makes an older recorded error stale.
+      if (state && button.hasAttribute('data-check')) state.checkedOk = Date.now();
+      button.dispatchEvent(new CustomEvent('tt:action', { detail: answer, bubbles: true }));
+    } catch (error) {
+      // A provider's refusal shows on the card at once, whatever the server recorded.
+      if (state && isProviderFailure(error)) state.failure = { error: error, at: Date.now() };
+      showError(card, error);
+    } finally {
+      setBusy(button, false);
+    }
+    var concealed = button.closest('[data-reveal-target]');
+    if (concealed) concealed.hidden = true;
+    if (card) await refreshCard(card, { fill: !!answer });
+    if (answer) {
+      showMessage(card, successText(button, answer, 'Done.'), 'success');
+      showSecrets(card, answer);
+    }
+  }
+
+  async function toggleCard(button) {
+    var card = button.closest('[data-card]');
+    var status = cardData(card).status || {};
+    var wanted = status.enabled === false;
+    setBusy(button, true);
+    try {
+      await api('/api/integrations/' + card.getAttribute('data-card') + '/config', { body: { enabled: wanted } });
+      showMessage(card, wanted ? 'Switched on.' : 'Switched off. Your settings and secrets are kept.', 'success');
+    } catch (error) {
+      showError(card, error);
+    } finally {
+      setBusy(button, false);
+    }
+    await refreshCard(card, { fill: false });
+  }
+
   async function copyFrom(button) {
-    var card = button.closest('[data-card]') || document;
-    var source = $(card, button.getAttribute('data-copy'));
+    var root = button.closest('dialog') || button.closest('[data-card]') || document;
+    var source = $(root, button.getAttribute('data-copy'));
     if (!source) return;
     var text = isControl(source) ? source.value : source.textContent;
     var original = button.getAttribute('data-label') || button.textContent;
@@ -514,7 +934,8 @@
       await navigator.clipboard.writeText(text);
       button.textContent = 'Copied';
     } catch (clipboardError) {
-      // The clipboard API may be blocked inside an iframe: select the text for a manual copy.
+      // The clipboard may be blocked (an iframe without allow="clipboard-write"): select the
+      // text for a manual copy.
       if (isControl(source)) {
         source.select();
       } else {
@@ -524,7 +945,7 @@
         selection.removeAllRanges();
         selection.addRange(range);
       }
-      button.textContent = 'Press Ctrl+C';
+      button.textContent = 'Press Ctrl+C to copy';
     }
     window.setTimeout(function () {
       button.textContent = original;
@@ -532,6 +953,8 @@
   }
 
   // ---------------------------------------------------------------- project pickers
+
+  var projectNames = {};
 
   function makeOption(value, text) {
     var el = document.createElement('option');
@@ -566,7 +989,7 @@
   }
 
   async function loadProjects() {
-    var selects = $all(document, 'select[data-projects]');
+    var selects = $all(document, '[data-installed] select[data-projects]');
     if (!selects.length) return;
     var projects = [];
     try {
@@ -575,9 +998,32 @@
     } catch (error) {
       projects = []; // the picker keeps saying "No projects"
     }
+    projects.forEach(function (project) {
+      projectNames[String(project.id)] = String(project.name);
+    });
     selects.forEach(function (select) {
       fillProjects(select, projects);
     });
+    $all(document, '[data-installed]').forEach(function (card) {
+      if (cardData(card).status) render(card);
+    });
+  }
+
+  // ---------------------------------------------------------------- embedded in an iframe
+
+  function reportHeight() {
+    if (window.parent === window) return;
+    var last = 0;
+    function post() {
+      var height = Math.ceil(document.documentElement.getBoundingClientRect().height);
+      if (height === last) return;
+      last = height;
+      // Only a number goes out, so any parent may read it ('*'); the parent checks our origin.
+      window.parent.postMessage({ type: 'tt-gateway:height', height: height }, '*');
+    }
+    post();
+    if (window.ResizeObserver) new ResizeObserver(post).observe(document.documentElement);
+    window.addEventListener('load', post);
   }
 
   // ---------------------------------------------------------------- wiring
@@ -592,7 +1038,7 @@
     }
     if (form.hasAttribute('data-api-form')) {
       event.preventDefault();
-      submitApiForm(form, event.submitter || null);
+      submitApiForm(form);
     }
   });
 
@@ -605,18 +1051,50 @@
       event.stopImmediatePropagation();
       return;
     }
-    var action = target.closest('[data-api-action]');
-    if (action) {
+    var card = target.closest('[data-card]');
+    var el;
+    if ((el = target.closest('[data-api-action]'))) {
       event.preventDefault();
-      if (!action.disabled) runAction(action);
-      return;
-    }
-    var copy = target.closest('[data-copy]');
-    if (copy) {
+      if (!el.disabled) runAction(el);
+    } else if ((el = target.closest('[data-copy]'))) {
       event.preventDefault();
-      copyFrom(copy);
+      copyFrom(el);
+    } else if ((el = target.closest('[data-dialog-close]'))) {
+      closeDialog(el.closest('dialog'));
+    } else if ((el = target.closest('[data-reveal]'))) {
+      var shown = card && $(card, el.getAttribute('data-reveal'));
+      if (shown) {
+        shown.hidden = false;
+        var first = $(shown, 'button');
+        if (first) first.focus();
+      }
+    } else if ((el = target.closest('[data-conceal]'))) {
+      var panel = el.closest('[data-reveal-target]');
+      if (panel) panel.hidden = true;
+    } else if ((el = target.closest('[data-card-edit], [data-card-edit-done]')) && card) {
+      var data = cardData(card);
+      data.editing = el.hasAttribute('data-card-edit') ? !data.editing : false;
+      if (!data.editing && data.status) {
+        $all(card, 'form[data-api-form]').forEach(function (form) {
+          fillForm(form, data.status); // Cancel drops unsaved changes
+        });
+      }
+      render(card);
+      if (data.editing) {
+        var input = $(card, '[data-card-body] input:not([type="hidden"]), [data-card-body] select');
+        if (input) input.focus();
+      }
+    } else if ((el = target.closest('[data-card-switch]'))) {
+      if (!el.disabled) toggleCard(el);
+    } else if (target.closest('[data-reload]')) {
+      window.location.reload();
     }
   });
+
+  // Escape also closes a secret dialog the usual way; its value is wiped then too.
+  document.addEventListener('close', function (event) {
+    if (event.target instanceof HTMLDialogElement) closeDialog(event.target);
+  }, true);
 
   var TT = {
     prefix: prefix,
@@ -624,6 +1102,7 @@
     url: url,
     api: api,
     ApiError: ApiError,
+    explain: explain,
     formatDate: formatDate,
     refreshCard: refreshCard,
     loadProjects: loadProjects,
@@ -631,9 +1110,32 @@
   window.TT = TT;
 
   function start() {
+    if (body.hasAttribute('data-embedded')) reportHeight();
     loadProjects();
-    $all(document, '[data-card]').forEach(function (card) {
+    $all(document, '[data-card][data-installed]').forEach(function (card) {
       refreshCard(card, { fill: true });
+    });
+    // Deliveries and scheduled syncs change a card while the page is open: re-read the
+    // statuses when the user comes back (e.g. from GitHub's webhook settings) and every
+    // minute while the page is visible, which also keeps "5 minutes ago" true.
+    window.addEventListener('focus', refreshAll);
+    document.addEventListener('visibilitychange', function () {
+      if (document.visibilityState === 'visible') refreshAll();
+    });
+    window.setInterval(function () {
+      if (document.visibilityState === 'visible') refreshAll();
+    }, 60000);
+  }
+
+  var lastRefresh = 0;
+
+  function refreshAll() {
+    if (Date.now() - lastRefresh < 2000) return; // focus and visibilitychange come together
+    lastRefresh = Date.now();
+    $all(document, '[data-card][data-installed]').forEach(function (card) {
+      // Never overwrite a form someone is typing in.
+      var form = $(card, '[data-card-body]');
+      refreshCard(card, { fill: !form || form.hidden });
     });
   }
 
