@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
@@ -20,7 +21,7 @@ from gateway.db.database import Database
 from gateway.events import EventBus
 from gateway.metrics import Metrics
 from gateway.outbox import TimerOutbox
-from gateway.scheduler import Scheduler
+from gateway.scheduler import Job, JobReport, Scheduler
 from gateway.settings import Settings
 from gateway.timer.service import TimerService
 from gateway.timeutil import Clock, utcnow
@@ -109,7 +110,7 @@ def build_services(
     db, secrets = open_database(settings)
     metrics = Metrics()
     events = EventBus()
-    outbox = TimerOutbox(db, clock=clock)
+    outbox = TimerOutbox(db, clock=clock, max_age=timedelta(seconds=settings.event_max_age))
     timer = TimerService(db, events, clock=clock, outbox=outbox)
     services = Services(
         settings=settings,
@@ -122,11 +123,25 @@ def build_services(
         scheduler=Scheduler(db, metrics),
         http=HttpClient(None, metrics),
         runner=IntegrationJobRunner(metrics, settings.sync_concurrency),
-        pipeline=WebhookPipeline(db, secrets, metrics),
+        pipeline=WebhookPipeline(db, secrets, metrics, wall_clock=lambda: clock().timestamp()),
         clock=clock,
         http_session_factory=http_session_factory or default_http_session,
+    )
+    services.scheduler.register(
+        Job(PRUNE_EVENTS_JOB, "41 3 * * *", _prune_events(outbox), "forget handled timer events")
     )
     for plugin in PLUGINS:
         connector = plugin.build(services)
         services.connectors[connector.slug] = connector
     return services
+
+
+PRUNE_EVENTS_JOB = "timer_events_prune"
+
+
+def _prune_events(outbox: TimerOutbox) -> Callable[[], Awaitable[JobReport]]:
+    async def prune() -> JobReport:
+        removed = await outbox.prune()
+        return JobReport(job=PRUNE_EVENTS_JOB, succeeded=1, detail={"removed": removed})
+
+    return prune

@@ -64,6 +64,7 @@ class Settings:
     timetracker_secret_key: str | None = field(default=None, repr=False)
     timetracker_session_cookie: str = "session"
     sync_concurrency: int = 10
+    event_max_age: int = 3600  # seconds: older timer events are not announced
     google_client_id: str | None = None
     google_client_secret: str | None = field(default=None, repr=False)
     github_api_url: str = "https://api.github.com"
@@ -172,6 +173,7 @@ class Settings:
             timetracker_secret_key=(env.get("TIMETRACKER_SECRET_KEY") or None),
             timetracker_session_cookie=cookie,
             sync_concurrency=_int(env, "GATEWAY_SYNC_CONCURRENCY", 10, 1, 200),
+            event_max_age=_int(env, "GATEWAY_EVENT_MAX_AGE", 3600, 60, 7 * 24 * 3600),
             google_client_id=(env.get("GOOGLE_CLIENT_ID") or "").strip() or None,
             google_client_secret=(env.get("GOOGLE_CLIENT_SECRET") or "").strip() or None,
             github_api_url=_http_url(env, "GITHUB_API_URL", cls.github_api_url),

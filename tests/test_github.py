@@ -16,7 +16,7 @@ from gateway import keys
 from gateway.app import create_app
 from gateway.connectors.github.core import sign
 from gateway.db.models import Integration, Task, TimeEntry
-from tests.conftest import ON_POSTGRES, Made
+from tests.conftest import Made
 from tests.fakes import issue, payload
 
 
@@ -478,7 +478,7 @@ async def test_sync_is_for_admins(gh) -> None:
     assert (await gh.client.post("/api/integrations/github/sync", headers=auth)).status == 403
 
 
-@pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL for cross-connection races")
+@pytest.mark.postgres
 async def test_racing_deliveries_make_one_task_per_issue_on_postgres(gh) -> None:
     deliveries = []
     for n in range(1, 6):

@@ -8,6 +8,7 @@ import json
 import sys
 import urllib.parse
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from gateway.connectors.jobs import IntegrationJobRunner, SyncOutcome
 from gateway.db.models import Integration, Task, TimerEventRow, WebhookDelivery
 from gateway.metrics import Metrics
 from gateway.outbox import PermanentFailure, TimerOutbox
-from tests.conftest import ON_POSTGRES, Made
+from tests.conftest import Made
 from tests.fakes import payload
 from tests.test_github import gh  # noqa: F401  (the fixture)
 
@@ -435,8 +436,6 @@ async def test_two_dispatchers_never_hand_out_one_event_twice(aiohttp_client, se
 async def test_a_row_written_by_timetracker_itself_becomes_an_event(
     aiohttp_client, settings
 ) -> None:
-    if not ON_POSTGRES:
-        pytest.skip("the trigger is PostgreSQL's")
     app = create_app(settings, dispatch_events=False)
     await aiohttp_client(app)
     made = Made(app)
@@ -488,8 +487,6 @@ async def test_a_row_written_by_timetracker_itself_becomes_an_event(
 
 @pytest.mark.postgres
 async def test_both_task_executors_write_the_same_rows(app, made) -> None:
-    if not ON_POSTGRES:
-        pytest.skip("the PL/pgSQL executor exists on PostgreSQL only")
     from gateway.connectors.github import core
     from gateway.connectors.github.tasks import FunctionExecutor, PythonExecutor, plan_task
     from gateway.timeutil import utcnow_naive
@@ -615,3 +612,18 @@ def test_database_commands_do_not_build_the_web_app(tmp_path) -> None:  # type: 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("NOAPP")
+
+
+async def test_handled_events_are_pruned_after_a_day(aiohttp_client, settings) -> None:
+    app = create_app(replace(settings, event_max_age=600), dispatch_events=False)
+    client = await aiohttp_client(app)
+    outbox: TimerOutbox = app[keys.OUTBOX]
+    assert outbox.max_age == timedelta(seconds=600)
+    await _start_and_stop(client, Made(app))
+    assert await outbox.dispatch_once() == 2
+    assert await outbox.prune() == 0  # handled just now: kept for a day
+    outbox.clock = lambda: settings_now() + timedelta(days=2)
+    report = await app[keys.SCHEDULER].run("timer_events_prune")
+    assert report.detail == {"removed": 2}
+    async with app[keys.DB].sessions() as s:
+        assert (await s.execute(select(func.count()).select_from(TimerEventRow))).scalar() == 0

@@ -12,7 +12,6 @@ from gateway import keys
 from gateway.db.models import Client, TimeEntry, user_clients
 from gateway.events import TIMER_STARTED, TIMER_STOPPED
 from gateway.timer.service import rounded_duration
-from tests.conftest import ON_POSTGRES
 
 
 class FrozenClock:
@@ -138,7 +137,7 @@ async def test_concurrent_starts_make_one_timer(client, made, app, clock, alice_
     assert len(running) == 1
 
 
-@pytest.mark.skipif(not ON_POSTGRES, reason="cross-process race needs PostgreSQL")
+@pytest.mark.postgres
 async def test_concurrent_starts_from_two_gateways(settings, made, clock) -> None:
     """Two app instances (two replicas) against one PostgreSQL: still one running timer."""
     from gateway.app import create_app
