@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from gateway.connectors.retry import header as _header
 from gateway.connectors.retry import parse_retry_after
 
 # -- signatures ------------------------------------------------------------------------------
@@ -388,17 +389,6 @@ def parse_link_header(value: str | None) -> dict[str, str]:
 # #handle-rate-limit-errors-appropriately
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header by name, ignoring case, from a CIMultiDict or a plain dict alike."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, item in headers.items():
-        if key.lower() == lowered:
-            return item
-    return None
-
 
 def retry_delay(status: int, headers: Mapping[str, str], now: float) -> float | None:
     """Seconds GitHub asks us to wait before retrying, or None when it asks nothing.
@@ -416,7 +406,7 @@ def retry_delay(status: int, headers: Mapping[str, str], now: float) -> float | 
             return delay
     if status in (403, 429) and (_header(headers, "x-ratelimit-remaining") or "").strip() == "0":
         reset = (_header(headers, "x-ratelimit-reset") or "").strip()
-        if reset.isdigit():
+        if reset.isascii() and reset.isdigit():
             return max(float(reset) - now, 0.0)
     return None
 

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from gateway.connectors.retry import header as _header
 from gateway.connectors.retry import parse_retry_after
 from gateway.timeutil import from_wall, to_wall
 
@@ -292,7 +293,7 @@ class TokenSet:
         ):
             raise PayloadError("token_type must be Bearer")
         expires_in = data.get("expires_in")
-        if isinstance(expires_in, str) and expires_in.strip().isdigit():
+        if isinstance(expires_in, str) and expires_in.strip().isascii() and expires_in.strip().isdigit():
             expires_in = int(expires_in.strip())  # RFC 6749 says a number; be lenient on quotes
         if not _is_int(expires_in) or expires_in <= 0:
             raise PayloadError("expires_in must be a positive integer")
@@ -714,7 +715,7 @@ MAX_PAGES = 40  # a guard for the caller's paging loop: 10,000 events in 30 days
 
 def clamp_days_back(value: Any) -> int:
     """config `sync_days_back` as an int in 1–30; unreadable values give the default 7."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("-").isdigit():
         value = int(value.strip())
     if not _is_int(value):
         return DAYS_BACK_DEFAULT
@@ -1028,16 +1029,6 @@ BACKOFF_BASE = 1.0
 BACKOFF_CAP = 32.0  # Google's examples back off to at most 32-64 s
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, item in headers.items():
-        if key.lower() == lowered:
-            return item
-    return None
 
 
 def _retry_after(headers: Mapping[str, str], now: float) -> float | None:

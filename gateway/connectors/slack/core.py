@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from gateway.connectors.retry import header as _header
 from gateway.connectors.retry import parse_retry_after
 
 # -- signatures ------------------------------------------------------------------------------
@@ -28,17 +29,6 @@ _SIGNATURE_RE = re.compile(r"v0=[0-9a-fA-F]{64}")
 # ASCII digits only (str.isdigit accepts other scripts' digits); 12 digits reach year 33658.
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
 
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header by name, ignoring case, from a CIMultiDict or a plain dict alike."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    lowered = name.lower()
-    for key, item in headers.items():
-        if key.lower() == lowered:
-            return item
-    return None
 
 
 def sign(signing_secret: str, timestamp: str, body: bytes) -> str:
