@@ -6,7 +6,6 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
-from pathlib import Path
 
 import aiohttp
 import aiohttp_jinja2
@@ -14,7 +13,7 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import setup as setup_sessions
 
-from gateway import __version__, keys
+from gateway import __version__, assets, keys
 from gateway.auth.timetracker import TimeTrackerCookies
 from gateway.connectors.registry import PLUGINS
 from gateway.services import SERVICES, build_services
@@ -26,9 +25,8 @@ from gateway.web.middleware import setup_middlewares
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+TEMPLATES_DIR = assets.directory("templates")
+STATIC_DIR = assets.directory("static")
 SESSION_COOKIE = "tt_gateway_session"
 SESSION_MAX_AGE = 12 * 3600
 # Webhook receivers read their own (larger) bodies from the stream with their own cap.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -15,8 +14,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-# The top-level migrations/ folder of the repository (next to the gateway package).
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+from gateway import assets
+
+# The repository's migrations/ folder (packaged as gateway/assets/migrations in a wheel).
+MIGRATIONS_DIR = assets.directory("migrations")
 # The gateway's own version table; TimeTracker's `alembic_version` is never touched.
 VERSION_TABLE = "gateway_alembic_version"
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 from sqlalchemy import func, select
 
-from gateway import keys
+from gateway import assets, keys
 from gateway.auth.identity import (
     CSRF_FIELD,
     SESSION_CSRF,
@@ -31,7 +30,7 @@ from gateway.web.embedding import view_query
 from gateway.web.jsonio import ok, read_form
 
 routes = web.RouteTableDef()
-STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+STATIC_DIR = assets.directory("static")
 
 # A hash to check against when the user does not exist, so timing does not reveal usernames.
 _DUMMY_HASH = "pbkdf2:sha256:600000$timing$" + "0" * 64
