@@ -154,7 +154,11 @@ async def _run_job(settings: Settings, name: str) -> int:
         await services.db.dispose()
         return 2
     if settings.auto_migrate:
-        await upgrade(services.db.engine)
+        try:
+            await upgrade(services.db.engine)
+        except BaseException:
+            await services.db.dispose()
+            raise
     try:
         async with services.running(dispatch_events=False):
             report = await scheduler.run(name)

@@ -28,8 +28,11 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "gateway_timer_events"  # pg_notify channel of migration 158's trigger
 STARTED, STOPPED = "started", "stopped"
-BATCH = 50
-LEASE = timedelta(seconds=60)
+# One event per claim, each subscriber under a time limit: the lease always outlasts the work
+# it covers, so a dispatcher never finishes an event another one has taken over since.
+BATCH = 1
+SUBSCRIBER_TIMEOUT = 30.0  # seconds; Slack's Retry-After waits are capped below this
+LEASE = timedelta(seconds=120)
 POLL_SECONDS = 5.0  # the fallback when no notification arrives (or on SQLite)
 MAX_ATTEMPTS = 8
 DONE_RETENTION = timedelta(days=1)
@@ -50,6 +53,7 @@ class TimerEventRecord:
     user_id: int
     created_at: datetime  # naive UTC
     attempts: int
+    lease: datetime | None = None  # this dispatcher's lease, the token its finish must match
 
 
 Subscriber = Callable[[TimerEventRecord], Awaitable[None]]
@@ -77,6 +81,7 @@ class TimerOutbox:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: object | None = None
+        self._listen_failed: bool | None = None
 
     def subscribe(self, name: str, subscriber: Subscriber) -> None:
         if name in self.subscribers or "\n" in name:
@@ -136,7 +141,7 @@ class TimerOutbox:
                     (
                         TimerEventRecord(
                             row.id, row.kind, row.entry_id, row.user_id, row.created_at,
-                            row.attempts,
+                            row.attempts, row.locked_until,
                         ),
                         done,
                     )
@@ -151,6 +156,13 @@ class TimerOutbox:
             await self._dispatch(record, done)
         return len(claimed)
 
+    async def dispatch_due(self) -> int:
+        """Handle every event that is due now; how many."""
+        handled = 0
+        while count := await self.dispatch_once():
+            handled += count
+        return handled
+
     async def _dispatch(self, record: TimerEventRecord, done: set[str]) -> None:
         now = _naive_utc(self.clock())
         too_old = now - record.created_at > self.max_age
@@ -164,7 +176,8 @@ class TimerOutbox:
                 if name in done:
                     continue
                 try:
-                    await subscriber(record)
+                    async with asyncio.timeout(SUBSCRIBER_TIMEOUT):
+                        await subscriber(record)
                 except asyncio.CancelledError:
                     raise
                 except PermanentFailure as exc:
@@ -187,10 +200,16 @@ class TimerOutbox:
         else:
             values["available_at"] = now + backoff(record.attempts)
         async with self.db.write_transaction() as session:
-            await session.execute(
-                update(TimerEventRow).where(TimerEventRow.id == record.id).values(**values)
+            # Only while the lease is still ours: had it run out and another dispatcher taken
+            # the event, its result stands and this one is dropped.
+            result = await session.execute(
+                update(TimerEventRow)
+                .where(TimerEventRow.id == record.id, TimerEventRow.locked_until == record.lease)
+                .values(**values)
             )
             await session.commit()
+        if not result.rowcount:
+            log.warning("timer event %s: lease lost; another dispatcher's result stands", record.id)
 
     async def prune(self) -> int:
         now = _naive_utc(self.clock())
@@ -224,8 +243,9 @@ class TimerOutbox:
     async def _run(self) -> None:
         while True:
             try:
-                while await self.dispatch_once():
-                    pass
+                if self.db.is_postgres:
+                    await self._keep_listening()
+                await self.dispatch_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database is away: try again at the next wake-up
@@ -235,24 +255,37 @@ class TimerOutbox:
             self._wake.clear()
 
     async def _listen(self) -> None:
-        """A dedicated connection LISTENing to the trigger's notifications."""
+        """A dedicated connection LISTENing to the trigger's notifications.
+
+        Built from the whole database URL (its query options such as ssl= included). When it
+        drops (a database restart), the loop notices and listens again; meanwhile polling
+        still delivers, only later.
+        """
         try:
             import asyncpg
             from sqlalchemy.engine import make_url
 
-            url = make_url(self.db.url)
-            conn = await asyncpg.connect(
-                host=url.host,
-                port=url.port,
-                user=url.username,
-                password=url.password,
-                database=url.database,
-                timeout=5,
-            )
+            dsn = make_url(self.db.url).set(drivername="postgresql")
+            conn = await asyncpg.connect(dsn.render_as_string(hide_password=False), timeout=5)
             await conn.add_listener(CHANNEL, lambda *_args: self._wake.set())
+            conn.add_termination_listener(lambda *_args: self._wake.set())
             self._listener = conn
-        except Exception as exc:  # polling still delivers, only later
-            log.warning("timer events: LISTEN unavailable (%s); polling", type(exc).__name__)
+            if self._listen_failed is not False:
+                log.info("timer events: listening for notifications")
+            self._listen_failed = False
+        except Exception as exc:
+            self._listener = None
+            if not self._listen_failed:  # once per change of state, not every poll
+                log.warning("timer events: LISTEN unavailable (%s); polling", type(exc).__name__)
+            self._listen_failed = True
+
+    async def _keep_listening(self) -> None:
+        conn = self._listener
+        if conn is not None and not conn.is_closed():  # type: ignore[attr-defined]
+            return
+        if conn is not None:
+            log.warning("timer events: the LISTEN connection closed; listening again")
+        await self._listen()
 
     async def _unlisten(self) -> None:
         conn, self._listener = self._listener, None

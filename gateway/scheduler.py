@@ -6,13 +6,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import aiocron
+from cronsim import CronSim
+from sqlalchemy import delete
 
 from gateway.db.database import Database
+from gateway.db.models import JobSlot
 from gateway.metrics import Metrics
+from gateway.timeutil import utcnow_naive
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,9 @@ class Job:
     description: str = ""
 
 
+SLOT_RETENTION = timedelta(days=7)
+
+
 class UnknownJob(KeyError):
     pass
 
@@ -57,14 +64,20 @@ class Scheduler:
             raise ValueError(f"job {job.name!r} registered twice")
         self.jobs[job.name] = job
 
-    async def run(self, name: str) -> JobReport:
-        """Run a job now unless a run of it is under way here or in another process."""
+    async def run(self, name: str, slot: datetime | None = None) -> JobReport:
+        """Run a job now unless a run of it is under way here or in another process.
+
+        With a `slot` (a cron tick's scheduled time) the run also claims that slot in the
+        database first: a replica whose tick comes late, after another replica finished the
+        same slot, skips it. `run-job` passes none and always runs.
+        """
         job = self.jobs.get(name)
         if job is None:
             raise UnknownJob(name)
         async with self.db.try_session_lock("job", name) as acquired:
-            if not acquired:
-                log.info("job %s skipped: a run is already under way", name)
+            if not acquired or (slot is not None and not await self._claim(name, slot)):
+                why = "a run is already under way" if not acquired else "its slot already ran"
+                log.info("job %s skipped: %s", name, why)
                 self.metrics.job_runs.labels(name, "skipped").inc()
                 return JobReport(job=name, outcome="skipped")
             try:
@@ -81,9 +94,29 @@ class Scheduler:
         )
         return report
 
+    async def _claim(self, name: str, slot: datetime) -> bool:
+        """Record (job, slot) once; False when a replica has run that slot already."""
+        slot = slot.astimezone(UTC).replace(tzinfo=None)
+        async with self.db.write_transaction() as session:
+            result = await session.execute(
+                self.db.insert(JobSlot)
+                .values(job=name, slot=slot, claimed_at=utcnow_naive())
+                .on_conflict_do_nothing(index_elements=["job", "slot"])
+            )
+            await session.execute(  # the table stays small: a week of slots
+                delete(JobSlot).where(JobSlot.job == name, JobSlot.slot < slot - SLOT_RETENTION)
+            )
+            await session.commit()
+        return bool(result.rowcount)
+
+    def slot_of(self, name: str, now: datetime) -> datetime:
+        """The scheduled time of the tick that fires at `now` (a tick may fire a little late)."""
+        spec = self.jobs[name].spec
+        return next(CronSim(spec, now.astimezone(UTC) + timedelta(seconds=1), reverse=True))
+
     async def _tick(self, name: str) -> None:
         try:
-            await self.run(name)
+            await self.run(name, slot=self.slot_of(name, datetime.now(UTC)))
         except Exception:  # already logged and counted; a cron tick must not raise into aiocron
             return
 

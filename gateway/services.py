@@ -75,8 +75,6 @@ class Services:
             secrets=self.secrets,
             http=self.http,
             timer=self.timer,
-            scheduler=self.scheduler,
-            metrics=self.metrics,
             clock=self.clock,
         )
 
@@ -111,7 +109,7 @@ def build_services(
     metrics = Metrics()
     events = EventBus()
     outbox = TimerOutbox(db, clock=clock, max_age=timedelta(seconds=settings.event_max_age))
-    timer = TimerService(db, events, clock=clock, outbox=outbox)
+    timer = TimerService(db, events, outbox, clock=clock)
     services = Services(
         settings=settings,
         db=db,
@@ -122,7 +120,7 @@ def build_services(
         timer=timer,
         scheduler=Scheduler(db, metrics),
         http=HttpClient(None, metrics),
-        runner=IntegrationJobRunner(metrics, settings.sync_concurrency),
+        runner=IntegrationJobRunner(settings.sync_concurrency),
         pipeline=WebhookPipeline(db, secrets, metrics, wall_clock=lambda: clock().timestamp()),
         clock=clock,
         http_session_factory=http_session_factory or default_http_session,

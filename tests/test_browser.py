@@ -267,13 +267,16 @@ async def test_login_form_shows_the_cards(aiohttp_server, app, made: Made, page:
     await expect(message).to_have_text(re.compile("owner/name"))
     await expect(page.locator("#github-repository")).to_have_attribute("aria-invalid", "true")
 
-    # A save that cannot make the connector work says what is missing, and makes no secret.
+    # The first save makes the webhook secret (DESIGN §10) and shows it once, in the dialog,
+    # even when a project is still missing; the card then says what is missing.
     await page.fill("#github-repository", "octo/hello")
     await page.click("#github-save")
+    await expect(page.locator("#github-secret-dialog")).to_be_visible()
+    await page.click("#github-secret-done")
+    await expect(page.locator("#github-secret-dialog")).to_be_hidden()
     await expect(message).to_have_text("Saved. To connect, add a project.")
     await expect(card.locator("[data-status-badge]")).to_have_text("Incomplete")
     await expect(card.locator("[data-card-detail]")).to_have_text("To connect, add a project.")
-    await expect(page.locator("#github-secret-dialog")).to_be_hidden()
     await expect(page.locator("#github-repository")).to_have_value("octo/hello")
     await page.wait_for_timeout(200)
     log.expect_clean("/login", "status of 401")  # the wrong password: the only failure

@@ -194,3 +194,39 @@ async def test_rotate_keys_rewraps_plaintext_and_old_keys(ready_app, made) -> No
     assert config["signing_secret"].startswith("enc:v1:")
     assert config["channel_id"] == "C1"
     assert await rotate_all(db, box) == (0, 0)
+
+
+async def test_a_cron_slot_runs_once_whatever_the_replicas(settings) -> None:
+    from datetime import UTC, datetime
+
+    from gateway.app import create_app
+
+    apps = [create_app(settings), create_app(settings)]  # two replicas, one database
+    runs: list[int] = []
+    for index, app in enumerate(apps):
+        await app[keys.DB].inspect_optional_tables()
+
+        async def job(index: int = index) -> JobReport:
+            runs.append(index)
+            return JobReport(job="every_half_hour", succeeded=1)
+
+        app[keys.SCHEDULER].register(Job("every_half_hour", "*/30 * * * *", job))
+    try:
+        late = datetime(2026, 12, 1, 10, 30, 4, tzinfo=UTC)  # a tick 4 s late still names 10:30
+        slot = apps[0][keys.SCHEDULER].slot_of("every_half_hour", late)
+        assert slot == datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
+        first = await apps[0][keys.SCHEDULER].run("every_half_hour", slot=slot)
+        second = await apps[1][keys.SCHEDULER].run("every_half_hour", slot=slot)
+        assert (first.outcome, second.outcome) == ("success", "skipped")
+        following = apps[0][keys.SCHEDULER].slot_of(
+            "every_half_hour", datetime(2026, 12, 1, 11, 0, 0, 200_000, tzinfo=UTC)
+        )
+        assert (await apps[1][keys.SCHEDULER].run("every_half_hour", slot=following)).outcome == (
+            "success"
+        )
+        assert runs == [0, 1]
+        manual = await apps[1][keys.SCHEDULER].run("every_half_hour")  # run-job: no slot
+        assert manual.outcome == "success" and runs == [0, 1, 1]
+    finally:
+        for app in apps:
+            await app[keys.DB].dispose()

@@ -22,7 +22,6 @@ from gateway.connectors.github import KEY as GITHUB
 from gateway.connectors.github.core import sign
 from gateway.connectors.jobs import IntegrationJobRunner, SyncOutcome
 from gateway.db.models import Integration, Task, TimerEventRow, WebhookDelivery
-from gateway.metrics import Metrics
 from gateway.outbox import PermanentFailure, TimerOutbox
 from tests.conftest import Made
 from tests.fakes import payload
@@ -63,7 +62,7 @@ def test_ids_are_ascii_digits_in_range(value: object) -> None:
         f.optional_id(value)
 
 
-async def test_save_names_what_is_missing_and_generates_no_secret_early(client, made) -> None:
+async def test_save_names_what_is_missing_and_when_a_secret_is_made(client, made) -> None:
     owner = await made.user("carol")
     token = await made.token(owner)
     auth = {"Authorization": f"Bearer {token}"}
@@ -74,10 +73,10 @@ async def test_save_names_what_is_missing_and_generates_no_secret_early(client, 
     assert answer.status == 200, body
     assert body["is_active"] is False
     assert body["missing"] == ["default_project_id"]
-    assert "webhook_secret" not in body  # an incomplete save makes no secret
+    first_secret = body["webhook_secret"]  # DESIGN §10: the first save makes one, shown once
     status = await (await client.get("/api/integrations/github/status", headers=auth)).json()
     assert (status["repo_owner"], status["repo_name"]) == ("octo", "hello")
-    assert status["has_webhook_secret"] is False
+    assert status["has_webhook_secret"] is True and status["missing"] == ["default_project_id"]
 
     project = await made.project("General")
     answer = await client.post(
@@ -85,7 +84,21 @@ async def test_save_names_what_is_missing_and_generates_no_secret_early(client, 
     )
     body = await answer.json()
     assert body["is_active"] is True and "missing" not in body
-    assert len(body["webhook_secret"]) >= 32  # the save that made it usable made the secret
+    assert "webhook_secret" not in body and len(first_secret) >= 32
+
+    # After a disconnect an unrelated edit does not reconnect; completing the form again does.
+    await client.post("/api/integrations/github/disconnect", headers=auth)
+    answer = await client.post(
+        "/api/integrations/github/config", json={"label_filter": "bug"}, headers=auth
+    )
+    body = await answer.json()
+    assert body["is_active"] is False and "webhook_secret" not in body
+    assert body["missing"] == ["webhook_secret"]
+    answer = await client.post(
+        "/api/integrations/github/config", json={"generate_webhook_secret": True}, headers=auth
+    )
+    body = await answer.json()
+    assert body["is_active"] is True and body["webhook_secret"] != first_secret
 
 
 async def test_a_secret_of_100_kb_is_refused_and_nothing_is_written(client, made) -> None:
@@ -288,7 +301,7 @@ async def test_job_runner_isolates_bounds_limits_and_records(gh) -> None:  # noq
         finally:
             running -= 1
 
-    runner = IntegrationJobRunner(Metrics(), concurrency=2, time_limit=0.5)
+    runner = IntegrationJobRunner(concurrency=2, time_limit=0.5)
     report = await runner.run_all("test_job", connector, work)
     assert peak <= 2
     assert (report.succeeded, report.failed, report.outcome) == (3, 2, "partial")
@@ -336,7 +349,7 @@ async def test_outbox_delivers_each_timer_event_once_per_subscriber(
 
     outbox.subscribe("test", subscriber)
     user_id, _ = await _start_and_stop(client, Made(app))
-    assert await outbox.dispatch_once() == 2
+    assert await outbox.dispatch_due() == 2
     assert [(r.kind, r.user_id) for r in records] == [("started", user_id), ("stopped", user_id)]
     assert await outbox.dispatch_once() == 0  # done events are not handed out again
     event = await app[keys.TIMER].describe(records[1])
@@ -404,7 +417,7 @@ async def test_outbox_skips_events_older_than_the_age_limit(aiohttp_client, sett
     outbox.subscribe("test", subscriber)
     await _start_and_stop(client, Made(app))
     outbox.clock = lambda: settings_now() + timedelta(days=2)  # the gateway was down for days
-    assert await outbox.dispatch_once() == 2
+    assert await outbox.dispatch_due() == 2
     assert seen == []
 
 
@@ -465,7 +478,7 @@ async def test_a_row_written_by_timetracker_itself_becomes_an_event(
         await conn.execute(  # not a stop: the event is written once
             text("UPDATE time_entries SET notes = 'x' WHERE id = :i"), {"i": entry_id}
         )
-    assert await app[keys.OUTBOX].dispatch_once() == 2
+    assert await app[keys.OUTBOX].dispatch_due() == 2
     assert seen == [("started", entry_id), ("stopped", entry_id)]
     # The trigger never fails TimeTracker's write, even when it cannot record the event.
     async with app[keys.DB].engine.connect() as conn:
@@ -620,10 +633,72 @@ async def test_handled_events_are_pruned_after_a_day(aiohttp_client, settings) -
     outbox: TimerOutbox = app[keys.OUTBOX]
     assert outbox.max_age == timedelta(seconds=600)
     await _start_and_stop(client, Made(app))
-    assert await outbox.dispatch_once() == 2
+    assert await outbox.dispatch_due() == 2
     assert await outbox.prune() == 0  # handled just now: kept for a day
     outbox.clock = lambda: settings_now() + timedelta(days=2)
     report = await app[keys.SCHEDULER].run("timer_events_prune")
     assert report.detail == {"removed": 2}
     async with app[keys.DB].sessions() as s:
         assert (await s.execute(select(func.count()).select_from(TimerEventRow))).scalar() == 0
+
+
+async def test_a_hanging_subscriber_is_cut_and_a_lost_lease_never_overwrites(
+    aiohttp_client, settings, monkeypatch
+) -> None:
+    import gateway.outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "SUBSCRIBER_TIMEOUT", 0.2)
+    app = create_app(settings, dispatch_events=False)
+    client = await aiohttp_client(app)
+    first, second = TimerOutbox(app[keys.DB]), TimerOutbox(app[keys.DB])
+    calls: list[str] = []
+
+    async def hangs(record) -> None:  # type: ignore[no-untyped-def]
+        calls.append("first")
+        # Meanwhile the lease runs out and the other dispatcher takes the event over.
+        second.clock = first.clock = lambda: settings_now() + outbox_module.LEASE * 2
+        assert await second.dispatch_once() == 1
+        await asyncio.sleep(10)  # cut by SUBSCRIBER_TIMEOUT
+
+    async def works(record) -> None:  # type: ignore[no-untyped-def]
+        calls.append("second")
+
+    first.subscribe("slack", hangs)
+    second.subscribe("slack", works)
+    user = await Made(app).user("lease")
+    project = await Made(app).project("Lease")
+    auth = {"Authorization": f"Bearer {await Made(app).token(user)}"}
+    await client.post("/api/timer/start", json={"project_id": project.id}, headers=auth)
+    assert await first.dispatch_once() == 1  # returns after the timeout, not after 10 s
+    assert calls == ["first", "second"]
+    async with app[keys.DB].sessions() as s:
+        row = (await s.execute(select(TimerEventRow))).scalar_one()
+    # The second dispatcher's success stands; the first one's timeout did not overwrite it.
+    assert row.done_at is not None and row.done_subscribers == "slack" and row.last_error is None
+
+
+@pytest.mark.postgres
+async def test_a_notification_wakes_the_dispatcher_before_the_poll(aiohttp_client, settings) -> None:
+    app = create_app(settings)  # the dispatcher runs, listening
+    await aiohttp_client(app)
+    made = Made(app)
+    user = await made.user("listen")
+    project = await made.project("Listen")
+    seen = asyncio.Event()
+
+    async def subscriber(record) -> None:  # type: ignore[no-untyped-def]
+        seen.set()
+
+    app[keys.OUTBOX].subscribe("test", subscriber)
+    await asyncio.sleep(0.2)  # let the loop reach its wait
+    async with app[keys.DB].engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO time_entries (user_id, project_id, start_time, source, billable, "
+                "paid, created_at, updated_at) VALUES (:u, :p, now(), 'manual', true, false, "
+                "now(), now())"
+            ),
+            {"u": user.id, "p": project.id},
+        )
+    # The poll is every 5 s: within 2 s only the NOTIFY can have woken it.
+    await asyncio.wait_for(seen.wait(), timeout=2)

@@ -17,9 +17,8 @@ from gateway.crypto import SecretBox
 from gateway.db.database import Database
 from gateway.db.models import ConnectorState, Integration, User
 from gateway.errors import BadRequest, NotConfigured
-from gateway.metrics import Metrics
-from gateway.scheduler import Scheduler
 from gateway.settings import Settings
+from gateway.timer.service import TimerService
 from gateway.timeutil import Clock, iso_utc, utcnow_naive
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ LAST_ERROR_MAX = 2000
 FACT_TEXT_MAX = 500
 
 # Every connector can be switched off without losing its secrets (the card's on/off switch).
-ENABLED = Field("enabled", boolean, default=True, label="On")
+ENABLED = Field("enabled", boolean, default=True)
 
 
 @dataclass(frozen=True)
@@ -41,9 +40,7 @@ class ConnectorDeps:
     db: Database
     secrets: SecretBox
     http: HttpClient
-    timer: Any  # gateway.timer.service.TimerService (kept loose: the timer imports nothing here)
-    scheduler: Scheduler
-    metrics: Metrics
+    timer: TimerService
     clock: Clock
 
 

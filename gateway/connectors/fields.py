@@ -33,7 +33,6 @@ class Field:
     default: Any = None
     required: bool = False  # needed before the connector can be active
     project: bool = False  # a TimeTracker project id the user must be allowed to use
-    label: str = ""  # how the card names it in "missing" messages
 
     def clean(self, raw: Any) -> Any:
         try:
@@ -200,11 +199,6 @@ def checked(base: Normaliser, check: Callable[[Any], bool], message: str) -> Nor
     return normalise
 
 
-def from_core(func: Callable[[Any], Any]) -> Normaliser:
-    """A core normaliser (raising ValueError) used as is."""
-    return func
-
-
 __all__ = [
     "Field",
     "FieldError",
@@ -213,7 +207,6 @@ __all__ = [
     "bounded_int",
     "checked",
     "choice",
-    "from_core",
     "optional_id",
     "secret",
     "text",

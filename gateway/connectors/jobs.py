@@ -10,7 +10,6 @@ from typing import Any
 
 from gateway.connectors.base import Connector
 from gateway.db.models import Integration
-from gateway.metrics import Metrics
 from gateway.scheduler import Job, JobReport
 
 log = logging.getLogger(__name__)
@@ -53,10 +52,7 @@ class IntegrationJobRunner:
     integrations run at once; the pool is sized for that (Database(job_concurrency=...)).
     """
 
-    def __init__(
-        self, metrics: Metrics, concurrency: int, time_limit: float = DEFAULT_TIME_LIMIT
-    ) -> None:
-        self.metrics = metrics
+    def __init__(self, concurrency: int, time_limit: float = DEFAULT_TIME_LIMIT) -> None:
         self.concurrency = max(concurrency, 1)
         self.time_limit = time_limit
 

@@ -8,6 +8,7 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.connectors.base import ConnectionFacts
-from gateway.crypto import SecretBox
+from gateway.crypto import SecretBox, SecretError
 from gateway.db.database import Database
 from gateway.db.models import WebhookDelivery
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, Unauthorized
@@ -63,6 +64,7 @@ class Delivery:
     key: str | None  # de-duplication key, None when the provider sent no id
     session: AsyncSession | None = None  # the transaction the handler writes in
     conn: Any = None  # or an autocommit driver connection, when the handler claims itself
+    prepared: Any = None  # what receiver.prepare() read before any connection was taken
     duplicate: bool = False  # set by a handler that found its claim taken
     answer: dict[str, Any] = field(default_factory=dict)
     after_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -90,6 +92,10 @@ class Receiver(Protocol):
 
     @property
     def autocommit_fast_path(self) -> bool: ...
+
+    async def prepare(self) -> Any:
+        """Reads a handler may need, done before the pipeline holds a connection (a request
+        never waits for a second pooled connection while it holds one)."""
 
     def precheck(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Any:
         """Cheap refusals before the body is read; returns a hint for `candidates`."""
@@ -133,7 +139,7 @@ class DeliveryLog:
         return bool(result.rowcount)
 
     async def prune(self, provider: str, older_than_seconds: float) -> int:
-        cutoff = utcnow_naive() - _seconds(older_than_seconds)
+        cutoff = utcnow_naive() - timedelta(seconds=older_than_seconds)
         async with self.db.write_transaction() as session:
             result = await session.execute(
                 delete(WebhookDelivery).where(
@@ -142,12 +148,6 @@ class DeliveryLog:
             )
             await session.commit()
         return int(result.rowcount or 0)
-
-
-def _seconds(value: float):  # type: ignore[no-untyped-def]
-    from datetime import timedelta
-
-    return timedelta(seconds=value)
 
 
 def delivery_key(delivery_id: str | None, integration_id: int) -> str | None:
@@ -195,6 +195,7 @@ class WebhookPipeline:
         hint = receiver.precheck(headers, request.query)
         body = await read_body(request, receiver.max_body)
         if receiver.autocommit_fast_path:
+            prepared = await receiver.prepare()
             # One pooled connection in autocommit for the candidate read and, when the
             # handler claims the delivery in its own single write, for that write too.
             async with self.db.driver_connection() as conn:
@@ -203,7 +204,9 @@ class WebhookPipeline:
                 if isinstance(routed, Answer):
                     return routed, verified[0].id
                 if routed.claims_itself:
-                    delivery = Delivery(routed.candidate, event, routed.key, conn=conn)
+                    delivery = Delivery(
+                        routed.candidate, event, routed.key, conn=conn, prepared=prepared
+                    )
                     await routed.handler(delivery)
                     if delivery.duplicate:
                         return DUPLICATE, routed.candidate.id
@@ -231,8 +234,14 @@ class WebhookPipeline:
         return await self._finish(receiver, delivery), routed.candidate.id
 
     async def _finish(self, receiver: Receiver, delivery: Delivery) -> Answer:
+        # The delivery is committed: a failure now must not answer 500, or the provider's
+        # redelivery would only meet "duplicate". The action says what it did in the answer.
         for action in delivery.after_commit:
-            await action()
+            try:
+                await action()
+            except Exception:
+                log.warning("%s: an action after the commit failed", receiver.slug, exc_info=True)
+                delivery.answer.setdefault("after_commit", "failed; see the gateway's log")
         return receiver.answer(delivery)
 
     async def _verify(
@@ -279,7 +288,13 @@ class WebhookPipeline:
             return ""
         plain = self._plain.get(stored)
         if plain is None:
-            plain = self.secrets.decrypt(stored) or ""
+            try:
+                plain = self.secrets.decrypt(stored) or ""
+            except SecretError:
+                # E.g. encrypted with a key since dropped: this integration cannot verify,
+                # the others still do. Remembered, so it is logged once per value.
+                log.warning("a stored webhook secret cannot be decrypted (an old key?)")
+                plain = ""
             if len(self._plain) >= SECRET_CACHE_SIZE:
                 self._plain.clear()
             self._plain[stored] = plain

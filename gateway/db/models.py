@@ -236,3 +236,13 @@ class TimerEventRow(Base):
     done_subscribers: Mapped[str | None] = mapped_column(Text)
     done_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class JobSlot(Base):
+    """The gateway's own table: a scheduled job's cron slot, claimed by the replica that runs it."""
+
+    __tablename__ = "gateway_job_slots"
+
+    job: Mapped[str] = mapped_column(String(100), primary_key=True)
+    slot: Mapped[datetime] = mapped_column(DateTime, primary_key=True)  # naive UTC
+    claimed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)

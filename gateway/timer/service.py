@@ -88,16 +88,12 @@ class DaySummary:
 
 class TimerService:
     def __init__(
-        self,
-        db: Database,
-        events: EventBus,
-        clock: Clock = utcnow,
-        outbox: TimerOutbox | None = None,
+        self, db: Database, events: EventBus, outbox: TimerOutbox, clock: Clock = utcnow
     ) -> None:
         self.db = db
         self.events = events
+        self.outbox = outbox  # timer changes land in it in their own transaction
         self.clock = clock
-        self.outbox = outbox or TimerOutbox(db, clock=clock)
 
     # -- projects ---------------------------------------------------------------------------
 

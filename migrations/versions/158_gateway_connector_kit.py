@@ -27,9 +27,12 @@ CHANNEL = "gateway_timer_events"
 TRIGGER = "gateway_time_entries_timer_events"
 FUNCTION = "gateway_record_timer_event"
 
-CREATE_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION {FUNCTION}() RETURNS trigger
-LANGUAGE plpgsql AS $fn$
+# SECURITY DEFINER with a fixed search_path: TimeTracker may write time_entries as another role
+# or with another search_path, and the event must still reach the gateway's table (the owner
+# is the role that ran this migration). {schema} is the schema the gateway's tables are in.
+CREATE_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.{function}() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = {schema}, pg_catalog AS $fn$
 DECLARE
     event_kind text;
     new_id bigint;
@@ -42,11 +45,14 @@ BEGIN
         ELSE
             RETURN NULL;
         END IF;
-        INSERT INTO {EVENTS} (kind, entry_id, user_id, created_at, available_at, attempts)
+        -- available_at in the past: due at once, whatever the skew between the database's
+        -- clock and the gateway's (which decides what is due).
+        INSERT INTO {schema}.{events} (kind, entry_id, user_id, created_at, available_at,
+                                       attempts)
         VALUES (event_kind, NEW.id, NEW.user_id, (now() AT TIME ZONE 'UTC'),
-                (now() AT TIME ZONE 'UTC'), 0)
+                TIMESTAMP '1970-01-01 00:00:00', 0)
         RETURNING id INTO new_id;
-        PERFORM pg_notify('{CHANNEL}', new_id::text);
+        PERFORM pg_notify('{channel}', new_id::text);
     EXCEPTION WHEN OTHERS THEN
         -- TimeTracker's write goes on; the gateway only misses one announcement.
         RAISE WARNING 'gateway timer event not recorded: %', SQLERRM;
@@ -56,10 +62,10 @@ END;
 $fn$
 """
 
-CREATE_TRIGGER = f"""
-CREATE TRIGGER {TRIGGER}
+CREATE_TRIGGER = """
+CREATE TRIGGER {trigger}
 AFTER INSERT OR UPDATE OF end_time ON time_entries
-FOR EACH ROW EXECUTE FUNCTION {FUNCTION}()
+FOR EACH ROW EXECUTE FUNCTION {schema}.{function}()
 """
 
 
@@ -96,19 +102,32 @@ def upgrade() -> None:
         # The dispatcher's claim query: pending events by due time.
         op.create_index(f"ix_{EVENTS}_pending", EVENTS, ["done_at", "available_at"])
     if bind.dialect.name == "postgresql":
-        op.execute(CREATE_FUNCTION)
+        schema = bind.execute(sa.text("SELECT current_schema()")).scalar_one()
+        names = {
+            "schema": _quoted(schema),
+            "function": FUNCTION,
+            "events": EVENTS,
+            "channel": CHANNEL,
+            "trigger": TRIGGER,
+        }
+        op.execute(CREATE_FUNCTION.format(**names))
         op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER} ON time_entries")
-        op.execute(CREATE_TRIGGER)
+        op.execute(CREATE_TRIGGER.format(**names))
 
 
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         op.execute(f"DROP TRIGGER IF EXISTS {TRIGGER} ON time_entries")
-        op.execute(f"DROP FUNCTION IF EXISTS {FUNCTION}()")
+        schema = bind.execute(sa.text("SELECT current_schema()")).scalar_one()
+        op.execute(f"DROP FUNCTION IF EXISTS {_quoted(schema)}.{FUNCTION}()")
     inspector = sa.inspect(bind)
     if inspector.has_table(EVENTS):
         op.drop_index(f"ix_{EVENTS}_pending", table_name=EVENTS)
         op.drop_table(EVENTS)
     if inspector.has_table(STATE):
         op.drop_table(STATE)
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

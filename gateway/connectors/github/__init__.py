@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.connectors.github.handlers import install_routes
-from gateway.connectors.github.service import GitHubConnector
+from gateway.connectors.github.service import DELIVERY_RETENTION_SECONDS, GitHubConnector
 from gateway.connectors.plugin import ConnectorPlugin
 from gateway.connectors.routes import install_common_routes
 from gateway.scheduler import Job, JobReport
@@ -21,7 +21,7 @@ def build(services: Any) -> GitHubConnector:
     connector = GitHubConnector(services.deps, services.runner)
 
     async def prune() -> JobReport:
-        removed = await connector.prune_deliveries()
+        removed = await services.pipeline.deliveries.prune("github", DELIVERY_RETENTION_SECONDS)
         return JobReport(job=PRUNE_JOB, succeeded=1, detail={"removed": removed})
 
     services.scheduler.register(

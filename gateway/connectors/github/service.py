@@ -34,28 +34,25 @@ TOKEN_PAGE = "https://github.com/settings/personal-access-tokens/new"  # noqa: S
 
 FIELDS = f.FieldTable(
     [
-        f.Field("github_token", f.secret(), secret=True, label="GitHub token"),
+        f.Field("github_token", f.secret(), secret=True),
         f.Field(
             "webhook_secret", f.secret(min_length=8), secret=True, required=True,
-            label="Webhook secret",
         ),
         f.Field(
             "repo_owner",
             f.checked(f.text(100), core.validate_owner, "not a valid GitHub owner name"),
             required=True,
-            label="Repository owner",
         ),
         f.Field(
             "repo_name",
             f.checked(f.text(100), core.validate_repo, "not a valid GitHub repository name"),
             required=True,
-            label="Repository name",
         ),
         f.Field(
-            "default_project_id", f.optional_id, required=True, project=True, label="Project"
+            "default_project_id", f.optional_id, required=True, project=True
         ),
-        f.Field("auto_start_timer", f.boolean, default=False, label="Auto-start timer"),
-        f.Field("label_filter", core.normalize_label_filter, label="Label filter"),
+        f.Field("auto_start_timer", f.boolean, default=False),
+        f.Field("label_filter", core.normalize_label_filter),
         f.Field("priority_labels", core.normalize_priority_labels, default={}),
     ]
 )
@@ -125,12 +122,21 @@ class GitHubConnector(Connector):
             await self._check_one_repo_per_project(session, project_id, owner, repo, ctx.user.id)
 
     def before_commit(self, ctx: SaveContext, row: Integration, config: Config) -> None:
-        # DESIGN §10: the explicit button, or a save that has no secret and was given none,
-        # generates one; only a save that makes the connector usable does the latter, so an
-        # incomplete form never leaves a secret the user has not seen the use of.
-        usable_but_secret = self.table.missing(config.raw, config.has) == ["webhook_secret"]
-        regenerate = _flag(ctx.body, "generate_webhook_secret")
-        if regenerate or (usable_but_secret and "webhook_secret" not in ctx.secrets):
+        # DESIGN §10: "generate_webhook_secret": true, or the first save of an integration
+        # that has no secret and was given none, generates one (that answer alone carries it).
+        # Later, with no secret stored (e.g. after a disconnect), only the save that completes
+        # the other required fields makes one: an unrelated edit never reconnects silently.
+        if _flag(ctx.body, "generate_webhook_secret"):
+            generate = True
+        elif config.has("webhook_secret"):
+            generate = False
+        else:
+            before = [k for k in self.table.missing(ctx.current.raw, ctx.current.has)
+                      if k != "webhook_secret"]
+            after = self.table.missing(config.raw, config.has)
+            first_save = not ctx.current.raw
+            generate = first_save or (bool(before) and after == ["webhook_secret"])
+        if generate:
             generated = pysecrets.token_urlsafe(32)
             config.set_secret("webhook_secret", generated)
             ctx.answer["webhook_secret"] = generated  # shown once, to paste into GitHub
@@ -229,6 +235,11 @@ class GitHubConnector(Connector):
     def autocommit_fast_path(self) -> bool:
         return self.tasks.atomic_claims
 
+    async def prepare(self) -> datetime:
+        """The task clock, read before the pipeline takes its connection (app settings may
+        need a pooled connection of their own on a cache miss)."""
+        return await self.task_now()
+
     def precheck(self, headers: Mapping[str, str], query: Mapping[str, str]) -> int | None:
         # Cheap refusals first: no 25 MB body is read for a request that cannot be signed.
         if not core.signature_shape_ok(headers):
@@ -314,11 +325,6 @@ class GitHubConnector(Connector):
         body = {"ok": True, "event": core.ignored_key(event.event, event.action), **delivery.answer}
         return Answer(200, body, "processed")
 
-    async def prune_deliveries(self) -> int:
-        from gateway.connectors.webhooks import DeliveryLog
-
-        return await DeliveryLog(self.db).prune("github", DELIVERY_RETENTION_SECONDS)
-
     # -- tasks ------------------------------------------------------------------------------
 
     async def task_now(self, session: AsyncSession | None = None) -> datetime:
@@ -333,11 +339,10 @@ class GitHubConnector(Connector):
         issue = delivery.event.issue
         candidate = delivery.candidate
         if delivery.conn is not None:
-            # The clock is read before: on a settings-cache miss it takes a pooled connection
-            # of its own only when it holds none (db.app_settings), so no wait for a second one.
+            # `prepared` is the task clock, read by prepare() before the connection was taken.
             plan = plan_task(
                 candidate.config, candidate.user_id, issue, create=create, status=status,
-                now=await self.task_now(),
+                now=delivery.prepared,
             )
             change = await self.tasks.claiming(
                 delivery.conn, plan, delivery.key, candidate.id, utcnow_naive()
