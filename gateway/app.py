@@ -13,14 +13,15 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 from aiohttp_session import setup as setup_sessions
-from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from gateway import __version__, keys
+from gateway.auth.identity import SessionCookieStorage
 from gateway.auth.timetracker import TimeTrackerCookies
 from gateway.connectors.github import setup as setup_github
 from gateway.connectors.http import HttpClient
 from gateway.crypto import SecretBox, load_or_create_primary_key
 from gateway.db.database import Database
+from gateway.db.resilience import outbound_trace
 from gateway.events import EventBus
 from gateway.metrics import Metrics
 from gateway.scheduler import Scheduler
@@ -75,7 +76,7 @@ def create_app(
     )
     secrets = SecretBox(primary, settings.encryption_old_keys)
     app[keys.SECRETS] = secrets
-    db = Database(settings.database_url, env_tz=settings.tz)
+    db = Database(settings.database_url, env_tz=settings.tz, timeout=settings.db_timeout)
     app[keys.DB] = db
     metrics = Metrics()
     app[keys.METRICS] = metrics
@@ -94,7 +95,7 @@ def create_app(
     # Sessions after the error middleware: their cookie is saved on redirects too.
     setup_sessions(
         app,
-        EncryptedCookieStorage(
+        SessionCookieStorage(
             secrets.derive(b"tt-gateway session cookie"),
             cookie_name=SESSION_COOKIE,
             httponly=True,
@@ -145,6 +146,7 @@ def _http_ctx(
             else aiohttp.ClientSession(
                 headers={"User-Agent": f"tt-gateway/{__version__}"},
                 timeout=aiohttp.ClientTimeout(total=10),
+                trace_configs=[outbound_trace()],
             )
         )
         app[keys.HTTP] = HttpClient(session, app[keys.METRICS])
@@ -156,8 +158,10 @@ def _http_ctx(
 
 async def _events_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
-    # Let in-flight notifications finish before the HTTP session closes.
-    await app[keys.EVENTS].drain()
+    # Let in-flight notifications finish before the HTTP session closes, within what is left
+    # of the shutdown budget (the container is killed soon after it).
+    budget = app[keys.SETTINGS].shutdown_timeout
+    await app[keys.EVENTS].drain(grace=app[keys.LIFECYCLE].remaining(min(budget, 10.0)))
 
 
 async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:

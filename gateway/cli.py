@@ -87,7 +87,11 @@ async def _prepare(settings: Settings, *, migrate: bool) -> web.Application:
 async def _upgrade(app: web.Application) -> None:
     from gateway.db.migrate import upgrade
 
-    await upgrade(app[keys.DB].engine)
+    engine = app[keys.DB].maintenance_engine()  # DDL may outlast the request timeouts
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 async def _migrate(settings: Settings) -> int:
@@ -181,5 +185,12 @@ def serve(settings: Settings) -> int:
         settings.port,
         settings.public_url,
     )
-    web.run_app(build(), host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(
+        build(),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,  # aiohttp's 60 s outlasts Docker's 10 s
+    )
     return 0

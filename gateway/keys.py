@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from gateway.scheduler import Scheduler
     from gateway.settings import Settings
     from gateway.timer.service import TimerService
+    from gateway.web.middleware import Lifecycle
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 DB: web.AppKey[Database] = web.AppKey("db")
@@ -28,12 +29,14 @@ TIMER: web.AppKey[TimerService] = web.AppKey("timer")
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")
 TT_COOKIES: web.AppKey[TimeTrackerCookies | None] = web.AppKey("tt_cookies")
 CONNECTORS: web.AppKey[dict[str, Connector]] = web.AppKey("connectors")
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 
 __all__ = [
     "CONNECTORS",
     "DB",
     "EVENTS",
     "HTTP",
+    "LIFECYCLE",
     "METRICS",
     "SCHEDULER",
     "SECRETS",

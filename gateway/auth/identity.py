@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp_session import Session, get_session
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +28,21 @@ CSRF_FIELD = "csrf_token"
 ADMIN_ROLE_NAMES = ("admin", "super_admin")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PRINCIPAL = "principal"  # request key
+TOKEN_MAX_LENGTH = 200  # TimeTracker's are 35 characters; anything far longer is not one
+
+
+class SessionCookieStorage(EncryptedCookieStorage):
+    """aiohttp-session's encrypted cookie storage, deaf to cookies that cannot be Fernet tokens.
+
+    Header bytes that are not UTF-8 reach us as surrogate escapes, which the parent cannot
+    encode (a 500): such a cookie is simply no session.
+    """
+
+    def load_cookie(self, request: web.Request) -> str | None:
+        cookie = super().load_cookie(request)
+        if cookie is not None and not cookie.isascii():
+            return None
+        return cookie
 
 
 @dataclass(frozen=True)
@@ -103,11 +119,12 @@ async def resolve(request: web.Request) -> Principal | None:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Unsupported Authorization header: use 'Bearer <API token>'")
+        token = token.strip()
+        if not token.isascii() or not token.isprintable() or len(token) > TOKEN_MAX_LENGTH:
+            raise Unauthorized("Invalid API token")  # not a token TimeTracker issues
         async with db.sessions() as s:
             row = (
-                await s.execute(
-                    select(ApiToken).where(ApiToken.token_hash == token_hash(token.strip()))
-                )
+                await s.execute(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
             ).scalar_one_or_none()
         if row is None or not row.is_active:
             raise Unauthorized("Invalid API token")

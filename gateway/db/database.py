@@ -22,11 +22,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.util import greenlet_spawn
 
 from gateway.db.models import OPTIONAL_TABLES, AppSettings
+from gateway.db.resilience import DatabaseHealth, TrackedSession, mark_side_effect
 from gateway.timeutil import zone
 
 SETTINGS_TTL = 30.0
 _holds_sqlite_writer: ContextVar[bool] = ContextVar("holds_sqlite_writer", default=False)
 POOL_SIZE = 20
+DEFAULT_TIMEOUT = 5.0  # seconds: connect, wait for a pooled connection, run one statement
 
 
 def lock_key(*parts: object) -> int:
@@ -38,18 +40,45 @@ def lock_key(*parts: object) -> int:
 class Database:
     """One per app. PostgreSQL in production, SQLite for standalone use and tests."""
 
-    def __init__(self, url: str, *, env_tz: str | None = None, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        env_tz: str | None = None,
+        echo: bool = False,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
         self.url = url
         self.is_postgres = url.startswith("postgresql")
+        self.timeout = timeout
         kwargs: dict[str, object] = {"echo": echo}
         if self.is_postgres:
-            # No pre-ping (a round trip per checkout); stale connections are recycled instead
-            # and a dropped one fails that one statement, which the caller reports.
-            kwargs.update(pool_size=POOL_SIZE, max_overflow=10, pool_recycle=1800)
+            # No pre-ping (a round trip per checkout): a connection found dead fails its
+            # statement, SQLAlchemy then invalidates the whole pool, and the web layer retries
+            # the request once if it left no trace (gateway.db.resilience). Every wait is
+            # bounded, so a hung or black-holed server costs a request seconds, not minutes.
+            kwargs.update(
+                pool_size=POOL_SIZE,
+                max_overflow=10,
+                pool_recycle=1800,
+                pool_timeout=timeout,
+                connect_args={
+                    "timeout": timeout,  # TCP connect and start-up
+                    "command_timeout": timeout + 1,  # client side: the server may not answer
+                    # Server side, so PostgreSQL itself abandons a statement nobody waits for.
+                    "server_settings": {"statement_timeout": str(int(timeout * 1000))},
+                },
+            )
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.health = DatabaseHealth()
+        sync_engine = self.engine.sync_engine
         if not self.is_postgres:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+            event.listen(sync_engine, "connect", _sqlite_pragmas)
+        event.listen(sync_engine, "connect", lambda *_: self.health.succeeded())
+        event.listen(sync_engine, "after_cursor_execute", lambda *_: self.health.succeeded())
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, class_=TrackedSession
+        )
         self.env_tz = env_tz
         self.optional_tables: frozenset[str] = frozenset()
         # SQLite has no advisory locks; a standalone gateway is one process, so these serve.
@@ -69,6 +98,10 @@ class Database:
 
         async with self.engine.connect() as conn:
             self.optional_tables = await conn.run_sync(_present)
+
+    def maintenance_engine(self) -> AsyncEngine:
+        """An engine without the request timeouts, for migrations (DDL may take long)."""
+        return create_async_engine(self.url)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -121,6 +154,7 @@ class Database:
         """
         if not self.is_postgres:
             raise RuntimeError("driver_connection() is for PostgreSQL")
+        mark_side_effect()  # autocommit statements: a request that used it is never re-run
         async with self._driver_slots:
             fairy = await self.engine.raw_connection()
             conn = fairy.driver_connection
@@ -128,6 +162,10 @@ class Database:
                 yield conn
             except BaseException as exc:
                 if _connection_unusable(conn, exc):
+                    if conn.is_closed():
+                        # Dead, not just dirty: the others from before are likely dead too
+                        # (a restart). Invalidate the pool as SQLAlchemy does on a disconnect.
+                        self.engine.pool._invalidate(fairy, exc, _checkin=False)
                     await greenlet_spawn(fairy.invalidate)
                 else:  # e.g. a 401 raised by the caller: the connection itself is fine
                     await greenlet_spawn(fairy.close)
