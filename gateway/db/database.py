@@ -74,6 +74,8 @@ class Database:
         sync_engine = self.engine.sync_engine
         if not self.is_postgres:
             event.listen(sync_engine, "connect", _sqlite_pragmas)
+        else:
+            event.listen(sync_engine, "invalidate", _abort_invalidated)
         event.listen(sync_engine, "connect", lambda *_: self.health.succeeded())
         event.listen(sync_engine, "after_cursor_execute", lambda *_: self.health.succeeded())
         self.sessions = async_sessionmaker(
@@ -247,6 +249,18 @@ def _connection_unusable(conn: Any, exc: BaseException) -> bool:
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
     return conn.is_closed() or conn.is_in_transaction()
+
+
+def _abort_invalidated(dbapi_conn, _record, _exc) -> None:  # type: ignore[no-untyped-def]
+    """Drop an invalidated asyncpg connection at once.
+
+    SQLAlchemy closes it politely and waits up to a fixed 2 s for the server to acknowledge,
+    which a hung server never does: every request that met it would pay those 2 s on top of
+    its timeout. An invalidated connection is unusable anyway; closing the socket is enough.
+    """
+    driver = getattr(dbapi_conn, "driver_connection", None)
+    if driver is not None and not driver.is_closed():
+        driver.terminate()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -175,8 +175,11 @@ async def database_middleware(request: web.Request, handler: Handler) -> web.Str
 
 
 def _body_rereadable(request: web.Request) -> bool:
-    """Whether a second run of the handler sees the same body (read() and post() cache it)."""
+    """Whether a second run of the handler sees the same body: none, not read yet, or read
+    through read()/post(), which cache it (a stream read by hand is gone)."""
     if not request.body_exists:
+        return True
+    if getattr(request.content, "_cursor", None) == 0:  # not a byte consumed yet
         return True
     return getattr(request, "_read_bytes", None) is not None or (
         getattr(request, "_post", None) is not None
