@@ -15,6 +15,7 @@ from gateway import keys
 from gateway.app import create_app
 from tests.conftest import ON_POSTGRES, Made
 from tests.tcpproxy import TcpProxy
+from tests.test_hostile import ROUTES
 
 needs_postgres = pytest.mark.skipif(not ON_POSTGRES, reason="needs PostgreSQL (TEST_DATABASE_URL)")
 
@@ -74,6 +75,15 @@ async def test_cut_database_answers_503_logs_once_and_recovers(outage, caplog) -
     assert "Temporarily unavailable" in text and "Traceback" not in text
     ready = await client.get("/readyz")
     assert ready.status == 503 and (await ready.json())["ok"] is False
+
+    # Every route of the router: a 503 where it needs the database, never a 500.
+    for route in ROUTES:
+        response = await client.request(
+            route.method, route.path, headers=auth, json={}, allow_redirects=False
+        )
+        assert response.status != 500, f"{route}: {await response.text()}"
+        if response.status == 503:
+            assert "Retry-After" in response.headers, str(route)
 
     # One line for the outage, however many requests met it; no traceback per request.
     assert len(_unavailable_logs(caplog)) == 1, _unavailable_logs(caplog)

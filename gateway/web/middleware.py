@@ -241,7 +241,7 @@ async def _on_shutdown(app: web.Application) -> None:
     if pending:
         shown = ", ".join(f"{r.method} {loggable_path(r)}" for r in pending[:10])
         log.warning(
-            "shutting down: waiting up to %.0f s for %d request(s) in flight: %s",
+            "shutting down: waiting up to %g s for %d request(s) in flight: %s",
             app[keys.SETTINGS].shutdown_timeout,
             len(pending),
             shown,
