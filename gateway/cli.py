@@ -87,11 +87,13 @@ async def _prepare(settings: Settings, *, migrate: bool) -> web.Application:
 async def _upgrade(app: web.Application) -> None:
     from gateway.db.migrate import upgrade
 
-    engine = app[keys.DB].maintenance_engine()  # DDL may outlast the request timeouts
+    db = app[keys.DB]
+    engine = db.maintenance_engine()  # DDL may outlast the request timeouts
     try:
         await upgrade(engine)
     finally:
-        await engine.dispose()
+        if engine is not db.engine:
+            await engine.dispose()
 
 
 async def _migrate(settings: Settings) -> int:

@@ -102,8 +102,11 @@ class Database:
             self.optional_tables = await conn.run_sync(_present)
 
     def maintenance_engine(self) -> AsyncEngine:
-        """An engine without the request timeouts, for migrations (DDL may take long)."""
-        return create_async_engine(self.url)
+        """An engine without the request timeouts, for migrations (DDL may take long).
+
+        SQLite has none of those timeouts: there it is the app's own engine.
+        """
+        return create_async_engine(self.url) if self.is_postgres else self.engine
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
