@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -53,13 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "serve":
             return serve(settings)
         if command == "migrate":
-            return asyncio.run(_migrate(settings))
+            return _run(_migrate(settings))
         if command == "users":
-            return asyncio.run(_users_create(settings, args))
+            return _run(_users_create(settings, args))
         if command == "run-job":
-            return asyncio.run(_run_job(settings, args.name))
+            return _run(_run_job(settings, args.name))
         if command == "rotate-keys":
-            return asyncio.run(_rotate_keys(settings))
+            return _run(_rotate_keys(settings))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -72,6 +73,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"database error ({type(exc).__name__}): {detail}", file=sys.stderr)
         return 1
     return 2
+
+
+def _run(command):  # type: ignore[no-untyped-def]
+    return asyncio.run(_settled(command))
+
+
+async def _settled(command):  # type: ignore[no-untyped-def]
+    try:
+        return await command
+    finally:
+        # aiosqlite does not wait for its worker thread after a failed connect; if the loop
+        # closes first, the thread reports to a closed loop (a traceback on stderr).
+        for thread in threading.enumerate():
+            if "_connection_worker_thread" in thread.name:
+                await asyncio.to_thread(thread.join, 2)
 
 
 async def _prepare(settings: Settings, *, migrate: bool) -> web.Application:
