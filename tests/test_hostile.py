@@ -9,6 +9,7 @@ import asyncio
 import gzip
 import json
 import logging
+import time
 import zlib
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
@@ -328,12 +329,26 @@ async def attack_headers(route: Route, caller: Caller, verdicts: Verdicts) -> No
         await verdicts.check(answer.status, answer.text, f"{route} [{name}]")
 
 
+# Signature headers of the right shape, so that webhook receivers, which refuse unsigned
+# requests before reading a byte, read these bodies too (the signatures themselves are wrong).
+LOOKS_SIGNED = [
+    (b"X-Hub-Signature-256", b"sha256=" + b"a" * 64),
+    (b"X-GitHub-Event", b"issues"),
+    (b"X-Slack-Signature", b"v0=" + b"a" * 64),
+    (b"X-Slack-Request-Timestamp", str(int(time.time())).encode()),
+]
+
+
 async def attack_bodies(route: Route, caller: Caller, verdicts: Verdicts) -> None:
     for name, headers, body in body_attacks():
-        if "bomb" in name and not caller.raw_auth:
+        if "bomb" in name and not caller.raw_auth and "webhook" not in route.path:
             continue  # an anonymous caller is refused before any body is read
         answer = await raw_request(
-            caller, route.method, route.path.encode(), caller.raw_auth + headers, body
+            caller,
+            route.method,
+            route.path.encode(),
+            caller.raw_auth + LOOKS_SIGNED + headers,
+            body,
         )
         await verdicts.check(answer.status, answer.text, f"{route} [{name}]")
 
@@ -485,3 +500,31 @@ async def test_any_json_object_is_answered_without_5xx(
     after = await row_counts(hostile_app)
     if response.status >= 400:
         assert after == before, f"{route} {body!r} answered {response.status} but wrote rows"
+
+
+# -- known failures in connector code (gateway/connectors/ is being refactored by the lead) -----
+
+WEBHOOK = Route("POST", "/api/integrations/github/webhook")
+
+
+@pytest.mark.skipif(WEBHOOK not in ROUTES, reason="no GitHub webhook route")
+@pytest.mark.xfail(
+    strict=False,
+    reason="gateway/connectors/github/handlers.py integration_id_param() tests str.isdigit(), "
+    "so '?integration=²' reaches int() and 500s once the signature header is well-formed "
+    "(issue 11 item 2, in the lead's connector refactor)",
+)
+async def test_github_webhook_integration_parameter(callers, hostile_app, caplog) -> None:
+    verdicts = Verdicts(hostile_app)
+    await verdicts.start()
+    signed_shape = [
+        (b"X-Hub-Signature-256", b"sha256=" + b"a" * 64),
+        (b"X-GitHub-Event", b"issues"),
+        (b"Content-Type", b"application/json"),
+    ]
+    for value in (b"%C2%B2", b"%D9%A1", b"1%00", b"-1", b"99999999999999999999", b"%ff"):
+        target = WEBHOOK.path.encode() + b"?integration=" + value
+        answer = await raw_request(callers["anonymous"], "POST", target, signed_shape, b"{}")
+        await verdicts.check(answer.status, answer.text, f"webhook ?integration={value!r}")
+    assert verdicts.failures == [], "\n".join(verdicts.failures)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
