@@ -119,7 +119,13 @@ def create_app(
 
 def _services_ctx(dispatch_events: bool) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        async with app[SERVICES].running(dispatch_events=dispatch_events):
+        # In-flight notifications get what is left of the shutdown budget (the container is
+        # killed soon after it) before the HTTP client closes.
+        budget = min(app[keys.SETTINGS].shutdown_timeout, 10.0)
+        async with app[SERVICES].running(
+            dispatch_events=dispatch_events,
+            drain_grace=lambda: app[keys.LIFECYCLE].remaining(budget),
+        ):
             yield
 
     return ctx

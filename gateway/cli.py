@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import getpass
 import logging
 import sys
+import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -41,24 +41,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(command: Coroutine[Any, Any, int]) -> int:
-    """asyncio.run, but a database failure is reported only after the driver has settled.
+    return asyncio.run(_settled(command))
 
-    aiosqlite answers from a worker thread; after a failed connection the thread may still hand
-    a result to the loop while asyncio.run is closing it, which prints a thread traceback
-    after our one-line error. Collecting the dead connection and yielding to the loop first
-    lets the thread finish against a loop that is still open.
-    """
 
-    async def settled() -> int:
-        try:
-            return await command
-        except SQLAlchemyError:
-            gc.collect()
-            for _ in range(20):
-                await asyncio.sleep(0.01)
-            raise
-
-    return asyncio.run(settled())
+async def _settled(command: Coroutine[Any, Any, int]) -> int:
+    try:
+        return await command
+    finally:
+        # aiosqlite does not wait for its worker thread after a failed connect; if the loop
+        # closes first, the thread reports to a closed loop (a traceback on stderr).
+        for thread in threading.enumerate():
+            if "_connection_worker_thread" in thread.name:
+                await asyncio.to_thread(thread.join, 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,13 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _migrated_database(settings: Settings, *, migrate: bool):  # type: ignore[no-untyped-def]
     """The database and secret box only: what migrate, users and rotate-keys need."""
-    from gateway.db.migrate import upgrade
+    from gateway.db.migrate import upgrade_database
     from gateway.services import open_database
 
     db, secrets = open_database(settings)
     if migrate:
         try:
-            await upgrade(db.engine)
+            await upgrade_database(db)
         except BaseException:
             await db.dispose()
             raise
@@ -143,7 +137,7 @@ async def _users_create(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _run_job(settings: Settings, name: str) -> int:
     """Services and connectors (their jobs), no web app and no routes."""
-    from gateway.db.migrate import upgrade
+    from gateway.db.migrate import upgrade_database
     from gateway.services import build_services
 
     services = build_services(settings)
@@ -155,7 +149,7 @@ async def _run_job(settings: Settings, name: str) -> int:
         return 2
     if settings.auto_migrate:
         try:
-            await upgrade(services.db.engine)
+            await upgrade_database(services.db)
         except BaseException:
             await services.db.dispose()
             raise
@@ -186,12 +180,12 @@ def serve(settings: Settings) -> int:
     from gateway.users import first_run
 
     async def build() -> web.Application:
-        from gateway.db.migrate import upgrade
+        from gateway.db.migrate import upgrade_database
 
         app = create_app(settings)
         db = app[keys.DB]
         if settings.auto_migrate:
-            await upgrade(db.engine)
+            await upgrade_database(db)
         password = await first_run(db)
         if password is not None:
             log.warning("First run: created user 'admin' with password: %s", password)
@@ -203,5 +197,12 @@ def serve(settings: Settings) -> int:
         settings.port,
         settings.public_url,
     )
-    web.run_app(build(), host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(
+        build(),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,  # aiohttp's 60 s outlasts Docker's 10 s
+    )
     return 0

@@ -56,6 +56,16 @@ class UnsupportedMediaType(GatewayError):
     status = 415
 
 
+class ServiceUnavailable(GatewayError):
+    """Something the gateway needs (the database) is unavailable: try again later."""
+
+    status = 503
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class NotConfigured(Conflict):
     """A connector operation on a missing or inactive integration (DESIGN §7)."""
 

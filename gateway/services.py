@@ -18,6 +18,7 @@ from gateway.connectors.registry import PLUGINS
 from gateway.connectors.webhooks import WebhookPipeline
 from gateway.crypto import SecretBox, load_or_create_primary_key
 from gateway.db.database import Database
+from gateway.db.resilience import outbound_trace
 from gateway.events import EventBus
 from gateway.metrics import Metrics
 from gateway.outbox import TimerOutbox
@@ -33,6 +34,8 @@ def default_http_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         headers={"User-Agent": f"tt-gateway/{__version__}"},
         timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+        # Marks a request that called out, so a dead database connection never retries it.
+        trace_configs=[outbound_trace()],
     )
 
 
@@ -43,7 +46,10 @@ def open_database(settings: Settings) -> tuple[Database, SecretBox]:
     )
     secrets = SecretBox(primary, settings.encryption_old_keys)
     db = Database(
-        settings.database_url, env_tz=settings.tz, job_concurrency=settings.sync_concurrency
+        settings.database_url,
+        env_tz=settings.tz,
+        job_concurrency=settings.sync_concurrency,
+        timeout=settings.db_timeout,
     )
     return db, secrets
 
@@ -79,7 +85,12 @@ class Services:
         )
 
     @asynccontextmanager
-    async def running(self, *, dispatch_events: bool) -> AsyncIterator[None]:
+    async def running(
+        self,
+        *,
+        dispatch_events: bool,
+        drain_grace: Callable[[], float] = lambda: 10.0,
+    ) -> AsyncIterator[None]:
         """Database checks, the HTTP client and (optionally) the event dispatcher, then teardown."""
         await self.db.inspect_optional_tables()
         self.http.attach(self.http_session_factory())
@@ -90,7 +101,8 @@ class Services:
         finally:
             if dispatch_events:
                 await self.outbox.stop()
-            await self.events.drain()  # in-flight notifications finish before the client closes
+            # In-flight notifications finish before the client closes, within the grace left.
+            await self.events.drain(grace=drain_grace())
             await self.http.close()
             await self.db.dispose()
 

@@ -40,6 +40,19 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(name, f"expected a number of seconds, got {raw!r}") from None
+    if not lo <= value <= hi:  # also refuses nan
+        raise ConfigError(name, f"must be between {lo:g} and {hi:g} seconds, got {raw.strip()}")
+    return value
+
+
 def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
     raw = (env.get(name) or "").strip() or default
     parts = urlsplit(raw)
@@ -65,6 +78,8 @@ class Settings:
     timetracker_session_cookie: str = "session"
     sync_concurrency: int = 10
     event_max_age: int = 3600  # seconds: older timer events are not announced
+    db_timeout: float = 5.0
+    shutdown_timeout: float = 5.0
     google_client_id: str | None = None
     google_client_secret: str | None = field(default=None, repr=False)
     github_api_url: str = "https://api.github.com"
@@ -174,6 +189,9 @@ class Settings:
             timetracker_session_cookie=cookie,
             sync_concurrency=_int(env, "GATEWAY_SYNC_CONCURRENCY", 10, 1, 200),
             event_max_age=_int(env, "GATEWAY_EVENT_MAX_AGE", 3600, 60, 7 * 24 * 3600),
+            db_timeout=_seconds(env, "GATEWAY_DB_TIMEOUT", 5.0, 0.5, 120),
+            # Docker's stop waits 10 s before SIGKILL: the default leaves room for clean-up.
+            shutdown_timeout=_seconds(env, "GATEWAY_SHUTDOWN_TIMEOUT", 5.0, 0, 300),
             google_client_id=(env.get("GOOGLE_CLIENT_ID") or "").strip() or None,
             google_client_secret=(env.get("GOOGLE_CLIENT_SECRET") or "").strip() or None,
             github_api_url=_http_url(env, "GITHUB_API_URL", cls.github_api_url),

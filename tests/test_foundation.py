@@ -8,7 +8,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from aioresponses import aioresponses
+from aiohttp import web
 from cryptography.fernet import Fernet
 
 from gateway.connectors.base import Config
@@ -205,63 +205,84 @@ class Sleeps:
         self.calls.append(seconds)
 
 
+class ScriptedServer:
+    """A local HTTP server that answers each request with the next scripted response."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[int, dict[str, str], object]] = []
+        self.requests: list[str] = []
+
+    def add(self, status: int, headers: dict[str, str] | None = None, payload=None) -> None:
+        self.answers.append((status, headers or {}, payload))
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(f"{request.method} {request.path}")
+        status, headers, payload = self.answers.pop(0)
+        if payload is None:
+            return web.Response(status=status, headers=headers)
+        return web.json_response(payload, status=status, headers=headers)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+
 @pytest.fixture
-async def http():  # type: ignore[no-untyped-def]
+async def http(aiohttp_server):  # type: ignore[no-untyped-def]
     import aiohttp
 
+    scripted = ScriptedServer()
+    server = await aiohttp_server(scripted.app())
     session = aiohttp.ClientSession()
     sleeps = Sleeps()
-    yield HttpClient(session, Metrics(), sleep=sleeps, clock=lambda: 1000.0), sleeps
+    client = HttpClient(session, Metrics(), sleep=sleeps, clock=lambda: 1000.0)
+    yield client, sleeps, scripted, str(server.make_url("/x"))
     await session.close()
 
 
 async def test_retry_after_is_honoured(http) -> None:
-    client, sleeps = http
-    with aioresponses() as mock:
-        mock.get("https://api.example/x", status=429, headers={"Retry-After": "3"})
-        mock.get("https://api.example/x", status=200, payload={"fine": True})
-        result = await client.request("example", "GET", "https://api.example/x")
+    client, sleeps, server, url = http
+    server.add(429, {"Retry-After": "3"})
+    server.add(200, payload={"fine": True})
+    result = await client.request("example", "GET", url)
     assert result.ok and result.data == {"fine": True}
     assert sleeps.calls == [3.0]
+    assert server.requests == ["GET /x", "GET /x"]
 
 
 async def test_retries_are_bounded(http) -> None:
-    client, sleeps = http
-    with aioresponses() as mock:
-        for _ in range(5):
-            mock.get("https://api.example/x", status=503)
-        result = await client.request("example", "GET", "https://api.example/x")
+    client, sleeps, server, url = http
+    for _ in range(5):
+        server.add(503)
+    result = await client.request("example", "GET", url)
     assert not result.ok and result.status == 503
     assert result.error == "example answered HTTP 503"
     assert len(sleeps.calls) == 2
+    assert len(server.requests) == 3
 
 
 async def test_long_retry_after_is_an_error_not_a_wait(http) -> None:
-    client, sleeps = http
-    with aioresponses() as mock:
-        mock.get("https://api.example/x", status=429, headers={"Retry-After": "3600"})
-        result = await client.request("example", "GET", "https://api.example/x")
+    client, sleeps, server, url = http
+    server.add(429, {"Retry-After": "3600"})
+    result = await client.request("example", "GET", url)
     assert not result.ok and "retry after 3600" in result.error
     assert sleeps.calls == []
 
 
-async def test_network_errors_become_results(http) -> None:
-    import aiohttp
-
-    client, sleeps = http
-    with aioresponses() as mock:
-        mock.post("https://api.example/x", exception=aiohttp.ClientConnectionError("boom"))
-        result = await client.request("example", "POST", "https://api.example/x", json_body={})
+async def test_network_errors_become_results(http, unused_tcp_port_factory) -> None:
+    client, sleeps, _server, _url = http
+    closed = f"http://127.0.0.1:{unused_tcp_port_factory()}/x"  # nothing listens there
+    result = await client.request("example", "POST", closed, json_body={})
     assert result.status is None and not result.ok
     assert result.error.startswith("network error")
     assert sleeps.calls == []  # a POST is not retried after a network error
 
 
 async def test_provider_error_message_is_reported(http) -> None:
-    client, _ = http
-    with aioresponses() as mock:
-        mock.get("https://api.example/x", status=401, payload={"message": "Bad credentials"})
-        result = await client.request("GitHub", "GET", "https://api.example/x")
+    client, _, server, url = http
+    server.add(401, payload={"message": "Bad credentials"})
+    result = await client.request("GitHub", "GET", url)
     assert result.error == "GitHub answered HTTP 401: Bad credentials"
 
 

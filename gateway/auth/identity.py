@@ -29,6 +29,7 @@ CSRF_FIELD = "csrf_token"
 ADMIN_ROLE_NAMES = ("admin", "super_admin")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PRINCIPAL = "principal"  # request key
+TOKEN_MAX_LENGTH = 200  # TimeTracker's are 35 characters; anything far longer is not one
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,12 @@ async def resolve(request: web.Request) -> Principal | None:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Unsupported Authorization header: use 'Bearer <API token>'")
+        token = token.strip()
+        if not token.isascii() or not token.isprintable() or len(token) > TOKEN_MAX_LENGTH:
+            raise Unauthorized("Invalid API token")  # not a token TimeTracker issues
         async with db.sessions() as s:
             row = (
-                await s.execute(
-                    select(ApiToken).where(ApiToken.token_hash == token_hash(token.strip()))
-                )
+                await s.execute(select(ApiToken).where(ApiToken.token_hash == token_hash(token)))
             ).scalar_one_or_none()
         if row is None or not row.is_active:
             raise Unauthorized("Invalid API token")

@@ -57,7 +57,7 @@ class TimeTrackerCookies:
         )
 
     def user_id_from_session(self, cookie: str | None) -> int | None:
-        if not cookie:
+        if not cookie or not cookie.isascii():  # signed cookies are ASCII; others are junk
             return None
         try:
             data = self._serializer.loads(cookie, max_age=self._max_age)
@@ -69,7 +69,7 @@ class TimeTrackerCookies:
 
     def user_id_from_remember(self, cookie: str | None) -> int | None:
         """Flask-Login's `remember_token`: `<user id>|<hex HMAC-SHA512 of it>`."""
-        if not cookie or "|" not in cookie:
+        if not cookie or "|" not in cookie or not cookie.isascii():
             return None
         payload, digest = cookie.rsplit("|", 1)
         expected = hmac.new(self._secret, payload.encode(), hashlib.sha512).hexdigest()
@@ -81,6 +81,7 @@ class TimeTrackerCookies:
 def _as_id(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return value if value > 0 else None
-    if isinstance(value, str) and value.isdigit() and len(value) < 12:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 12:
         return int(value) or None
     return None

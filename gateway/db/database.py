@@ -22,11 +22,13 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.util import greenlet_spawn
 
 from gateway.db.models import OPTIONAL_TABLES, AppSettings
+from gateway.db.resilience import DatabaseHealth, TrackedSession, mark_side_effect
 from gateway.timeutil import zone
 
 SETTINGS_TTL = 30.0
 _holds_sqlite_writer: ContextVar[bool] = ContextVar("holds_sqlite_writer", default=False)
 POOL_SIZE = 20  # steady connections for requests, beside those sized for jobs
+DEFAULT_TIMEOUT = 5.0  # seconds: connect, wait for a pooled connection, run one statement
 
 
 def lock_key(*parts: object) -> int:
@@ -45,23 +47,46 @@ class Database:
         env_tz: str | None = None,
         echo: bool = False,
         job_concurrency: int = 10,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.url = url
         self.is_postgres = url.startswith("postgresql")
         self.dialect = "postgresql" if self.is_postgres else "sqlite"
+        self.timeout = timeout
         kwargs: dict[str, object] = {"echo": echo}
         # A scheduled job works on `job_concurrency` integrations at once, each in its own
         # session: the pool holds that many beside the steady ones that requests use, so the
         # bound can be used without starving requests (or the job waiting on the pool).
         self.pool_size = POOL_SIZE + max(job_concurrency, 1)
         if self.is_postgres:
-            # No pre-ping (a round trip per checkout); stale connections are recycled instead
-            # and a dropped one fails that one statement, which the caller reports.
-            kwargs.update(pool_size=self.pool_size, max_overflow=10, pool_recycle=1800)
+            # No pre-ping (a round trip per checkout): a connection found dead fails its
+            # statement, SQLAlchemy then invalidates the whole pool, and the web layer retries
+            # the request once if it left no trace (gateway.db.resilience). Every wait is
+            # bounded, so a hung or black-holed server costs a request seconds, not minutes.
+            kwargs.update(
+                pool_size=self.pool_size,
+                max_overflow=10,
+                pool_recycle=1800,
+                pool_timeout=timeout,
+                connect_args={
+                    "timeout": timeout,  # TCP connect and start-up
+                    "command_timeout": timeout + 1,  # client side: the server may not answer
+                    # Server side, so PostgreSQL itself abandons a statement nobody waits for.
+                    "server_settings": {"statement_timeout": str(int(timeout * 1000))},
+                },
+            )
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.health = DatabaseHealth()
+        sync_engine = self.engine.sync_engine
         if not self.is_postgres:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+            event.listen(sync_engine, "connect", _sqlite_pragmas)
+        else:
+            event.listen(sync_engine, "invalidate", _abort_invalidated)
+        event.listen(sync_engine, "connect", lambda *_: self.health.succeeded())
+        event.listen(sync_engine, "after_cursor_execute", lambda *_: self.health.succeeded())
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, class_=TrackedSession
+        )
         self.env_tz = env_tz
         self.optional_tables: frozenset[str] = frozenset()
         # SQLite has no advisory locks; a standalone gateway is one process, so these serve.
@@ -89,6 +114,13 @@ class Database:
 
         async with self.engine.connect() as conn:
             self.optional_tables = await conn.run_sync(_present)
+
+    def maintenance_engine(self) -> AsyncEngine:
+        """An engine without the request timeouts, for migrations (DDL may take long).
+
+        SQLite has none of those timeouts: there it is the app's own engine.
+        """
+        return create_async_engine(self.url) if self.is_postgres else self.engine
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -152,6 +184,7 @@ class Database:
         """
         if not self.is_postgres:
             raise RuntimeError("driver_connection() is for PostgreSQL")
+        mark_side_effect()  # autocommit statements: a request that used it is never re-run
         async with self._driver_slots:
             fairy = await self.engine.raw_connection()
             conn = fairy.driver_connection
@@ -159,6 +192,10 @@ class Database:
                 yield conn
             except BaseException as exc:
                 if _connection_unusable(conn, exc):
+                    if conn.is_closed():
+                        # Dead, not just dirty: the others from before are likely dead too
+                        # (a restart). Invalidate the pool as SQLAlchemy does on a disconnect.
+                        self.engine.pool._invalidate(fairy, exc, _checkin=False)
                     await greenlet_spawn(fairy.invalidate)
                 else:  # e.g. a 401 raised by the caller: the connection itself is fine
                     await greenlet_spawn(fairy.close)
@@ -240,6 +277,18 @@ def _connection_unusable(conn: Any, exc: BaseException) -> bool:
     if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
     return conn.is_closed() or conn.is_in_transaction()
+
+
+def _abort_invalidated(dbapi_conn, _record, _exc) -> None:  # type: ignore[no-untyped-def]
+    """Drop an invalidated asyncpg connection at once.
+
+    SQLAlchemy closes it politely and waits up to a fixed 2 s for the server to acknowledge,
+    which a hung server never does: every request that met it would pay those 2 s on top of
+    its timeout. An invalidated connection is unusable anyway; closing the socket is enough.
+    """
+    driver = getattr(dbapi_conn, "driver_connection", None)
+    if driver is not None and not driver.is_closed():
+        driver.terminate()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway import assets
+from gateway.db.database import Database
 
 # The repository's migrations/ folder (packaged as gateway/assets/migrations in a wheel).
 MIGRATIONS_DIR = assets.directory("migrations")
@@ -82,3 +83,13 @@ async def _run(engine: AsyncEngine, fn: Callable[..., Any], revision: str) -> No
     lock = _run_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
     async with lock, engine.begin() as conn:
         await conn.run_sync(run)
+
+
+async def upgrade_database(db: Database) -> None:
+    """Migrate the app's database to head on an engine without the request timeouts."""
+    engine = db.maintenance_engine()  # DDL may outlast GATEWAY_DB_TIMEOUT
+    try:
+        await upgrade(engine)
+    finally:
+        if engine is not db.engine:
+            await engine.dispose()

@@ -334,13 +334,18 @@ def _positive_int(value: object, field_name: str) -> int:
         raise BadRequest(f"{field_name} must be a positive integer", field=field_name)
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and _ascii_digits(value.strip()):
         number = int(value.strip())
     else:
         raise BadRequest(f"{field_name} must be a positive integer", field=field_name)
     if not 0 < number < 2**31:
         raise BadRequest(f"{field_name} must be a positive integer", field=field_name)
     return number
+
+
+def _ascii_digits(text: str) -> bool:
+    """0-9 only, at most 10 of them: str.isdigit() also accepts "²" and "١", int() not all."""
+    return 0 < len(text) <= 10 and text.isascii() and text.isdigit()
 
 
 __all__ = ["DaySummary", "TimerEvent", "TimerService", "entry_view", "rounded_duration"]

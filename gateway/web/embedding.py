@@ -48,7 +48,8 @@ def cross_site_ancestors(frame_ancestors: str, public_url: str) -> bool:
 
 
 class SessionCookieStorage(EncryptedCookieStorage):
-    """The encrypted session cookie, optionally `Partitioned` (CHIPS).
+    """The encrypted session cookie, optionally `Partitioned` (CHIPS), deaf to cookies that
+    cannot be Fernet tokens.
 
     Neither aiohttp_session nor Python's http.cookies before 3.14 know the attribute, so the
     cookie is rendered as usual and written as a raw Set-Cookie header with `; Partitioned`
@@ -59,6 +60,14 @@ class SessionCookieStorage(EncryptedCookieStorage):
     def __init__(self, secret_key: bytes, *, partitioned: bool = False, **kwargs: Any) -> None:
         super().__init__(secret_key, **kwargs)
         self.partitioned = partitioned
+
+    def load_cookie(self, request: web.Request) -> str | None:
+        # Header bytes that are not UTF-8 reach us as surrogate escapes, which the parent
+        # cannot encode (a 500): such a cookie is simply no session.
+        cookie = super().load_cookie(request)
+        if cookie is not None and not cookie.isascii():
+            return None
+        return cookie
 
     def save_cookie(
         self, response: web.StreamResponse, cookie_data: str, *, max_age: int | None = None

@@ -45,22 +45,42 @@ async def read_json_object(request: web.Request, *, allow_empty: bool = False) -
     return _without_nul(data)
 
 
+# No request body of ours nests deeper than a few levels; orjson accepts 1,024.
+MAX_DEPTH = 32
+
+
 def _without_nul(data: dict[str, Any]) -> dict[str, Any]:
-    """Refuse NUL characters: PostgreSQL cannot store them in text or JSONB."""
+    """Refuse NUL characters (PostgreSQL cannot store them in text or JSONB) and deep nesting."""
     for key, value in data.items():
-        if "\x00" in key or _has_nul(value):
-            raise BadRequest(f"{key!r} contains a NUL character", field=key.replace("\x00", ""))
+        field = key.replace("\x00", "")
+        if "\x00" in key:
+            raise BadRequest(f"{field!r} contains a NUL character", field=field)
+        problem = _scan(value)
+        if problem is not None:
+            raise BadRequest(f"{field!r} {problem}", field=field)
     return data
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in k or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+def _scan(value: Any) -> str | None:
+    """What is wrong with a JSON value (a NUL, too deep), or None; iterative, so no
+    RecursionError whatever the depth."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character"
+        elif isinstance(item, dict | list):
+            if depth >= MAX_DEPTH:
+                return f"is nested more than {MAX_DEPTH} levels deep"
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    if "\x00" in k:
+                        return "contains a NUL character"
+                    stack.append((v, depth + 1))
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return None
 
 
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})

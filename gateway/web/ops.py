@@ -9,6 +9,7 @@ from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import __version__, keys
+from gateway.db.resilience import RETRY_AFTER_SECONDS, is_database_unavailable
 from gateway.metrics import CONTENT_TYPE_LATEST
 
 routes = web.RouteTableDef()
@@ -22,12 +23,21 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz", name="readyz")
 async def readyz(request: web.Request) -> web.Response:
+    db = request.app[keys.DB]
     try:
         async with asyncio.timeout(3):
-            await request.app[keys.DB].ping()
-    except (TimeoutError, SQLAlchemyError, OSError) as exc:
-        log.warning("readiness check failed: %s", type(exc).__name__)
-        return web.json_response({"ok": False, "error": "database unreachable"}, status=503)
+            await db.ping()
+    except Exception as exc:
+        if not isinstance(exc, TimeoutError | SQLAlchemyError | OSError) and not (
+            is_database_unavailable(exc)
+        ):
+            raise
+        db.health.failed(exc)  # logged once per outage, not per probe
+        return web.json_response(
+            {"ok": False, "error": "database unreachable"},
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     return web.json_response({"ok": True, "database": "ok"})
 
 
