@@ -21,7 +21,7 @@ from gateway.settings import Settings
 from gateway.timer import handlers as timer_handlers
 from gateway.timeutil import Clock, utcnow
 from gateway.web import embedding, ops, pages
-from gateway.web.middleware import setup_middlewares
+from gateway.web.middleware import LIFECYCLE, setup_middlewares
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _services_ctx(dispatch_events: bool) -> Callable[[web.Application], AsyncIte
         budget = min(app[keys.SETTINGS].shutdown_timeout, 10.0)
         async with app[SERVICES].running(
             dispatch_events=dispatch_events,
-            drain_grace=lambda: app[keys.LIFECYCLE].remaining(budget),
+            drain_grace=lambda: app[LIFECYCLE].remaining(budget),
         ):
             yield
 

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from gateway.scheduler import Scheduler
     from gateway.settings import Settings
     from gateway.timer.service import TimerService
-    from gateway.web.middleware import Lifecycle
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 DB: web.AppKey[Database] = web.AppKey("db")
@@ -30,13 +29,11 @@ SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")
 TT_COOKIES: web.AppKey[TimeTrackerCookies | None] = web.AppKey("tt_cookies")
 OUTBOX: web.AppKey[TimerOutbox] = web.AppKey("outbox")
 # Each connector's own key lives in its package (e.g. gateway.connectors.github.KEY).
-LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 
 __all__ = [
     "DB",
     "EVENTS",
     "HTTP",
-    "LIFECYCLE",
     "METRICS",
     "OUTBOX",
     "SCHEDULER",

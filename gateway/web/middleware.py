@@ -48,6 +48,9 @@ class Lifecycle:
         return max(budget - (time.monotonic() - self.shutdown_started), floor)
 
 
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle", Lifecycle)
+
+
 def wants_json(request: web.Request) -> bool:
     path = request.path
     return (
@@ -195,7 +198,7 @@ async def shutdown_middleware(request: web.Request, handler: Handler) -> web.Str
     503 (the client may retry on another replica); both are logged, so the log says what
     was cut.
     """
-    lifecycle = request.app[keys.LIFECYCLE]
+    lifecycle = request.app[LIFECYCLE]
     inflight = lifecycle.inflight
     started = time.monotonic()
     inflight[id(request)] = request
@@ -234,7 +237,7 @@ async def shutdown_middleware(request: web.Request, handler: Handler) -> web.Str
 
 async def _on_shutdown(app: web.Application) -> None:
     """aiohttp's on_shutdown runs before it waits for in-flight requests: say what it waits for."""
-    lifecycle = app[keys.LIFECYCLE]
+    lifecycle = app[LIFECYCLE]
     lifecycle.shutting_down = True
     lifecycle.shutdown_started = time.monotonic()
     pending = list(lifecycle.inflight.values())
@@ -291,7 +294,7 @@ def setup_middlewares(app: web.Application) -> None:
     # answers before headers are added, so error pages get the security headers too. The
     # shutdown middleware answers cut uploads through the error page; the database middleware
     # is innermost, so a retry re-runs only the handler.
-    app[keys.LIFECYCLE] = Lifecycle()
+    app[LIFECYCLE] = Lifecycle()
     app.on_shutdown.append(_on_shutdown)
     app.middlewares.extend(
         [
