@@ -27,6 +27,7 @@ from gateway.db.migrate import upgrade
 from gateway.db.models import (
     ApiToken,
     AppSettings,
+    CalendarLink,
     Client,
     Integration,
     Project,
@@ -87,6 +88,7 @@ def migrated_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 _TABLES_IN_DELETE_ORDER = [
     WebhookDelivery,
+    CalendarLink,
     TimeEntry,
     Task,
     Integration,

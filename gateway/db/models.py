@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -236,3 +237,22 @@ class TimerEventRow(Base):
     done_subscribers: Mapped[str | None] = mapped_column(Text)
     done_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class CalendarLink(Base):
+    """The gateway's own table: a Google Calendar event and the time entry it is linked to."""
+
+    __tablename__ = "gateway_calendar_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    integration_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    event_id: Mapped[str] = mapped_column(String(1024), nullable=False)
+    entry_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    direction: Mapped[str] = mapped_column(String(10), nullable=False)  # import, export
+    event_updated: Mapped[datetime | None] = mapped_column(DateTime)  # naive UTC
+    entry_updated_at: Mapped[datetime | None] = mapped_column(DateTime)  # app wall time
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow_naive)
+    __table_args__ = (
+        UniqueConstraint("integration_id", "event_id", name="uq_gateway_calendar_link"),
+        Index("ix_gateway_calendar_links_entry", "integration_id", "entry_id"),
+    )
