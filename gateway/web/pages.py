@@ -97,7 +97,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def index(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)
     session = await get_session(request)
-    context = {"csrf_token": csrf_token(session), "user": principal.public()}
+    # The query carries outcomes of redirects back to this page (e.g. ?google_error=<reason>).
+    context = {
+        "csrf_token": csrf_token(session),
+        "user": principal.public(),
+        "query": request.query,
+    }
     return aiohttp_jinja2.render_template("cards.html", request, context)
 
 
