@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +22,7 @@ from gateway.app import create_app
 from gateway.connectors.google import KEY, core
 from gateway.connectors.google.service import JOB
 from gateway.db.models import CalendarLink, Integration, TimeEntry
-from tests.conftest import FIXTURES, Made, login
+from tests.conftest import FIXTURES, ON_POSTGRES, REPO, Made, login
 
 GOOGLE = FIXTURES / "google"
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)  # after every event of the recorded pages
@@ -378,6 +381,37 @@ async def test_not_configured_answers_clearly(aiohttp_client, settings, fake_goo
     status = await (await client.get("/api/integrations/google/status")).json()
     assert status["ok"] is True and status["oauth_configured"] is False
     assert status["configured"] is False and status["connected"] is False
+
+
+async def test_urls_carry_the_path_prefix(settings, fake_google) -> None:  # type: ignore[no-untyped-def]
+    _fake, base = fake_google
+    prefixed = replace(
+        _google_settings(settings, base), public_url="https://tt.example.com/gateway"
+    )
+    google = create_app(prefixed)[KEY]
+    assert google.redirect_uri == "https://tt.example.com/gateway/integrations/google/callback"
+    url = URL(google.consent_url("s" * 43, "c" * 43))
+    assert url.query["redirect_uri"] == google.redirect_uri
+
+
+@pytest.mark.skipif(ON_POSTGRES, reason="CLI start-up is covered on SQLite")
+def test_run_job_from_the_command_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GATEWAY_", "DATABASE_URL", "SETTINGS_", "GOOGLE_"))
+    }
+    env.update(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        GATEWAY_DATA_DIR=str(tmp_path / "data"),
+        PYTHONPATH=str(REPO),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "run-job", JOB],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{JOB}: success (0 ok, 0 failed)" in result.stdout
 
 
 async def test_connect_needs_a_session(g: G) -> None:
