@@ -31,6 +31,7 @@ ACCESS = "ya29.a0AfH6SMBx-example-access"
 REFRESHED = "ya29.a0AfH6SMBx-example-refreshed"
 REFRESH = "1//0gexample-refresh-token"
 PAGE2_TOKEN = "CigKGjRhbmN0ZXN0cGFnZXRva2Vu"
+CALLBACK = "/integrations/google/callback"
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -335,15 +336,15 @@ async def test_a_state_is_single_use(g: G) -> None:
     cookie = g.client.session.cookie_jar.filter_cookies(g.client.make_url("/"))
     old = cookie["tt_gateway_session"].value
     params = {"state": state, "code": CODE}
-    first = await g.client.get("/integrations/google/callback", params=params, allow_redirects=False)
+    first = await g.client.get(CALLBACK, params=params, allow_redirects=False)
     assert first.headers["Location"] == "/?google=connected"
-    again = await g.client.get("/integrations/google/callback", params=params, allow_redirects=False)
+    again = await g.client.get(CALLBACK, params=params, allow_redirects=False)
     assert again.headers["Location"] == "/?google_error=state_unknown"
     # A replayed cookie that still holds the state: refused across replicas by the database.
     g.client.session.cookie_jar.update_cookies(
         {"tt_gateway_session": old}, response_url=g.client.make_url("/")
     )
-    replay = await g.client.get("/integrations/google/callback", params=params, allow_redirects=False)
+    replay = await g.client.get(CALLBACK, params=params, allow_redirects=False)
     assert replay.headers["Location"] == "/?google_error=state_reused"
     assert len(g.fake.of("/token")) == 1
 
@@ -383,7 +384,9 @@ async def test_not_configured_answers_clearly(aiohttp_client, settings, fake_goo
     assert status["configured"] is False and status["connected"] is False
 
 
-async def test_urls_carry_the_path_prefix(settings, fake_google) -> None:  # type: ignore[no-untyped-def]
+async def test_urls_carry_the_path_prefix(  # type: ignore[no-untyped-def]
+    settings, fake_google
+) -> None:
     _fake, base = fake_google
     prefixed = replace(
         _google_settings(settings, base), public_url="https://tt.example.com/gateway"

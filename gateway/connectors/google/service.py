@@ -36,6 +36,8 @@ JOB = "google_calendar_sync"
 JOB_SPEC = "*/30 * * * *"
 IMPORT_SOURCE = "auto"  # DESIGN §10: entries the gateway writes have source 'auto'
 EXPORT_BATCH = 500  # entries exported per sync at most; the next sync goes on
+# Failures that hold for every entry of this sync: stop, the rest waits for the next one.
+EXPORT_STOPS = frozenset({"unauthorized", "rate_limited", "server", "not_found", "forbidden"})
 STATE_PROVIDER = "google_oauth_state"  # used OAuth states, in gateway_webhook_deliveries
 STATE_RETENTION = timedelta(days=1)
 
@@ -329,7 +331,8 @@ class GoogleCalendarConnector(Connector):
 
         _row, outcome = await self.store.update(integration_id, mutate)
         if outcome.token is None:
-            raise TokenUnavailable(outcome.error or "No Google access token", reconnect=outcome.reconnect)
+            message = outcome.error or "No Google access token"
+            raise TokenUnavailable(message, reconnect=outcome.reconnect)
         return outcome.token
 
     async def _refresh(self, row: Integration, config: Config) -> _Refresh:
@@ -422,7 +425,8 @@ class GoogleCalendarConnector(Connector):
         try:
             email = core.userinfo_email(info.data)
         except core.PayloadError as exc:
-            return CheckResult(False, error=f"Google's answer was not usable: {exc}", code="payload")
+            error = f"Google's answer was not usable: {exc}"
+            return CheckResult(False, error=error, code="payload")
         calendar_id = config.get("calendar_id") or "primary"
         probe = await self.api(
             row.id,
@@ -765,7 +769,7 @@ class GoogleCalendarConnector(Connector):
                 error = core.classify_api_error(answer.status, answer.data)
                 if error.kind == "duplicate":
                     counts["skipped"] += 1
-                elif error.kind in ("unauthorized", "rate_limited", "server", "not_found"):
+                elif error.kind in EXPORT_STOPS:
                     return error.message, False  # the rest waits for the next sync
                 else:
                     counts["errors"].append(f"entry {entry.id}: {error.message}")
