@@ -576,6 +576,9 @@ class GoogleCalendarConnector(Connector):
         if isinstance(decision, core.Skip) and decision.reason != "cancelled":
             counts["skipped"] += 1
             return
+        if isinstance(decision, core.Skip) and not await self._linked(row.id, event.id):
+            counts["skipped"] += 1  # a cancelled event we never imported: no write needed
+            return
         now_wall = to_wall(now, app_tz)
         async with self.db.write_transaction() as session:
             async with self.db.xact_lock(session, "gcal-event", row.id, event.id):
@@ -599,6 +602,16 @@ class GoogleCalendarConnector(Connector):
                     await session.rollback()
                     action = "skipped"
         counts[action] += 1
+
+    async def _linked(self, integration_id: int, event_id: str) -> bool:
+        async with self.db.sessions() as session:
+            found = await session.execute(
+                select(CalendarLink.id).where(
+                    CalendarLink.integration_id == integration_id,
+                    CalendarLink.event_id == event_id,
+                )
+            )
+            return found.first() is not None
 
     async def _cancelled(self, session: AsyncSession, link: CalendarLink | None) -> str:
         if link is None or link.direction != "import":
