@@ -773,3 +773,12 @@ async def test_disconnect_form_needs_csrf(connected: G) -> None:
     )
     assert response.status == 403
     assert (await connected.row()).is_active is True
+
+
+async def test_the_card_is_on_the_page(connected: G) -> None:
+    page = await (await connected.client.get("/", params={"google": "connected"})).text()
+    assert 'id="google-config-form"' in page
+    assert 'href="/integrations/google/connect"' in page
+    assert 'action="/integrations/google/disconnect"' in page
+    assert f'name="csrf_token" value="{connected.csrf}"' in page
+    assert "Google Calendar is connected." in page
