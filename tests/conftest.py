@@ -27,6 +27,7 @@ from gateway.db.migrate import upgrade
 from gateway.db.models import (
     ApiToken,
     AppSettings,
+    CalendarLink,
     Client,
     ConnectorState,
     Integration,
@@ -104,6 +105,7 @@ _TABLES_IN_DELETE_ORDER = [
     ConnectorState,
     TimerEventRow,
     JobSlot,
+    CalendarLink,
     TimeEntry,
     Task,
     Integration,

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -246,3 +247,22 @@ class JobSlot(Base):
     job: Mapped[str] = mapped_column(String(100), primary_key=True)
     slot: Mapped[datetime] = mapped_column(DateTime, primary_key=True)  # naive UTC
     claimed_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class CalendarLink(Base):
+    """The gateway's own table: a Google Calendar event and the time entry it is linked to."""
+
+    __tablename__ = "gateway_calendar_links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    integration_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    event_id: Mapped[str] = mapped_column(String(1024), nullable=False)
+    entry_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    direction: Mapped[str] = mapped_column(String(10), nullable=False)  # import, export
+    event_updated: Mapped[datetime | None] = mapped_column(DateTime)  # naive UTC
+    entry_updated_at: Mapped[datetime | None] = mapped_column(DateTime)  # app wall time
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow_naive)
+    __table_args__ = (
+        UniqueConstraint("integration_id", "event_id", name="uq_gateway_calendar_link"),
+        Index("ix_gateway_calendar_links_entry", "integration_id", "entry_id"),
+    )

@@ -102,6 +102,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
 async def index(request: web.Request) -> web.StreamResponse:
     principal = principal_of(request)
     session = await get_session(request)
+    # The query carries outcomes of redirects back to this page (e.g. ?google_error=<reason>).
     context = {
         "csrf_token": csrf_token(session),
         "user": principal.public(),
@@ -109,6 +110,7 @@ async def index(request: web.Request) -> web.StreamResponse:
         "single_sign_on": principal.via == "timetracker",
         # Cards of connectors not installed in this process say "Coming soon" and fetch nothing.
         "installed": frozenset(request.app[SERVICES].connectors),
+        "query": request.query,
     }
     return aiohttp_jinja2.render_template("cards.html", request, context)
 

@@ -1,7 +1,7 @@
 """The cron slots each scheduled job has run, so a slot runs once whatever the replicas."""
 
 # Revision ID: 160_gateway_job_slots
-# Revises: 158_gateway_connector_kit
+# Revises: 159_gateway_calendar_links
 # A table of the gateway's own (prefixed `gateway_`): nothing of TimeTracker's is touched.
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "160_gateway_job_slots"
-down_revision: str | Sequence[str] | None = "158_gateway_connector_kit"
+down_revision: str | Sequence[str] | None = "159_gateway_calendar_links"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,812 @@
+"""Google Calendar connector: OAuth tokens under a row lock, import and export of time entries."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gateway.connectors import fields as f
+from gateway.connectors.base import CheckResult, Config, Connector, ConnectorDeps, SaveContext
+from gateway.connectors.catalog import GOOGLE
+from gateway.connectors.google import core
+from gateway.connectors.http import HttpResult
+from gateway.connectors.jobs import IntegrationJobRunner, SyncOutcome
+from gateway.db.models import (
+    CalendarLink,
+    Integration,
+    Project,
+    Task,
+    TimeEntry,
+    User,
+    WebhookDelivery,
+)
+from gateway.timeutil import to_wall, utcnow_naive
+
+log = logging.getLogger(__name__)
+
+SERVICE = "Google"
+JOB = "google_calendar_sync"
+JOB_SPEC = "*/30 * * * *"
+IMPORT_SOURCE = "auto"  # DESIGN §10: entries the gateway writes have source 'auto'
+EXPORT_BATCH = 500  # entries exported per sync at most; the next sync goes on
+# Failures that hold for every entry of this sync: stop, the rest waits for the next one.
+EXPORT_STOPS = frozenset({"unauthorized", "rate_limited", "server", "not_found", "forbidden"})
+STATE_PROVIDER = "google_oauth_state"  # used OAuth states, in gateway_webhook_deliveries
+STATE_RETENTION = timedelta(days=1)
+
+# Keys the gateway writes itself; a config save never sets them (tokens come from the OAuth
+# callback only, the rest from the sync).
+MANAGED = frozenset({"access_token", "refresh_token", "token_expiry", "email", "last_sync_at"})
+# Internal keys, not in the field table (so no save can set them either).
+CONNECTED_AT = "connected_at"
+LAST_EXPORT_AT = "last_export_at"
+RECONNECT = "reconnect_required"
+
+
+def _managed(value: Any) -> Any:
+    return value  # never stored from a save: validate() drops these keys
+
+
+FIELDS = f.FieldTable(
+    [
+        f.Field("access_token", f.secret(), secret=True, label="Google access"),
+        f.Field(
+            "refresh_token", f.secret(), secret=True, required=True, label="Google sign-in"
+        ),
+        f.Field("token_expiry", _managed),
+        f.Field("email", _managed),
+        f.Field("calendar_id", core.normalize_calendar_id, default="primary", label="Calendar"),
+        f.Field("default_project_id", f.optional_id, project=True, label="Project"),
+        f.Field(
+            "sync_direction", core.normalize_sync_direction, default="import", label="Direction"
+        ),
+        f.Field(
+            "sync_days_back",
+            f.bounded_int(core.DAYS_BACK_MIN, core.DAYS_BACK_MAX),
+            default=core.DAYS_BACK_DEFAULT,
+            label="Days back",
+        ),
+        f.Field("last_sync_at", _managed),
+    ]
+)
+
+# Reasons the callback may end with besides core.CALLBACK_MESSAGES (shown on the cards page).
+CONNECT_MESSAGES = {
+    "oauth_not_configured": (
+        "Google sign-in is not set up on this gateway: an administrator must set "
+        "GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET."
+    ),
+    "token_exchange_failed": "Google did not accept the sign-in; please try connecting again.",
+    "token_answer_invalid": "Google answered the sign-in in an unexpected way; please try again.",
+    "refresh_token_missing": (
+        "Google did not grant offline access (no refresh token); remove the app's access in "
+        "your Google account settings and connect again."
+    ),
+    "calendar_scope_missing": (
+        "Calendar access was not granted; connect again and allow access to your calendar."
+    ),
+    "userinfo_failed": "Google did not tell us which account was connected; please try again.",
+    "state_reused": core.CALLBACK_MESSAGES["state_unknown"],
+}
+
+
+def callback_message(reason: str | None) -> str | None:
+    if not reason:
+        return None
+    return core.CALLBACK_MESSAGES.get(reason) or CONNECT_MESSAGES.get(reason) or (
+        "Connecting Google Calendar failed; please try again."
+    )
+
+
+class TokenUnavailable(Exception):
+    """No usable access token: `reconnect` when only a new consent can help."""
+
+    def __init__(self, message: str, *, reconnect: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reconnect = reconnect
+
+
+@dataclass
+class _Refresh:
+    token: str | None = None
+    error: str | None = None
+    reconnect: bool = False
+    refreshed: bool = False
+
+
+def _counts() -> dict[str, Any]:
+    return {"imported": 0, "updated": 0, "deleted": 0, "exported": 0, "skipped": 0, "errors": []}
+
+
+def _aware_utc(value: Any) -> datetime | None:
+    return core.parse_token_expiry(value)  # the same ISO 8601 reading: aware UTC or None
+
+
+def _naive_utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class GoogleCalendarConnector(Connector):
+    slug = "google"
+    provider = GOOGLE
+    name = "Google Calendar"
+    fields = FIELDS
+
+    def __init__(self, deps: ConnectorDeps, runner: IntegrationJobRunner) -> None:
+        super().__init__(deps)
+        self.runner = runner
+
+    # -- settings -----------------------------------------------------------------------------
+
+    @property
+    def oauth_configured(self) -> bool:
+        return bool(self.settings.google_client_id and self.settings.google_client_secret)
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.settings.public("/integrations/google/callback")
+
+    def now(self) -> datetime:
+        return self.clock().astimezone(UTC)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def is_connected(self, row: Integration, config: Config) -> bool:
+        return bool(row.is_active and config.has("refresh_token") and not config.get(RECONNECT))
+
+    def activation_missing(self, config: Config) -> list[str]:
+        return self.table.missing(config.raw, config.has)
+
+    async def status_extra(
+        self, user: User, row: Integration | None, config: Config
+    ) -> dict[str, Any]:
+        missing = self.table.missing(config.raw, config.has)
+        direction = config.get("sync_direction") or "import"
+        if direction in ("import", "both") and config.get("default_project_id") is None:
+            missing.append("default_project_id")
+        extra: dict[str, Any] = {
+            "email": config.get("email"),
+            "reconnect_required": bool(config.get(RECONNECT)),
+            "oauth_configured": self.oauth_configured,
+            "connect_url": self.settings.public("/integrations/google/connect"),
+            "disconnect_url": self.settings.public("/integrations/google/disconnect"),
+            "redirect_uri": self.redirect_uri,
+            "missing": missing,
+        }
+        project_id = config.get("default_project_id")
+        if project_id is not None:
+            async with self.db.sessions() as session:
+                project = await session.get(Project, project_id)
+            extra["project_name"] = project.name if project else None
+        return extra
+
+    # -- config -------------------------------------------------------------------------------
+
+    async def validate(self, ctx: SaveContext, session: AsyncSession) -> None:
+        for key in MANAGED:
+            ctx.plain.pop(key, None)
+            ctx.secrets.pop(key, None)
+
+    def on_disconnect(self, config: Config) -> None:
+        for key in ("token_expiry", "email", CONNECTED_AT, LAST_EXPORT_AT, RECONNECT):
+            config.raw.pop(key, None)
+
+    # -- OAuth --------------------------------------------------------------------------------
+
+    def consent_url(self, state: str, challenge: str, login_hint: str | None = None) -> str:
+        assert self.settings.google_client_id
+        return core.authorize_url(
+            self.settings.google_auth_url,
+            self.settings.google_client_id,
+            self.redirect_uri,
+            state,
+            challenge,
+            login_hint=login_hint,
+        )
+
+    async def stored_email(self, user_id: int) -> str | None:
+        row = await self.store.find(user_id)
+        email = self.store.config(row).get("email") if row is not None else None
+        return email if isinstance(email, str) else None
+
+    async def claim_state(self, state: str) -> bool:
+        """A state is used once, whatever the cookie a browser replays (across replicas)."""
+        digest = hashlib.sha256(state.encode()).hexdigest()
+        now = utcnow_naive()
+        async with self.db.write_transaction() as session:
+            await session.execute(
+                delete(WebhookDelivery).where(
+                    WebhookDelivery.provider == STATE_PROVIDER,
+                    WebhookDelivery.received_at < now - STATE_RETENTION,
+                )
+            )
+            inserted = await session.execute(
+                self.db.insert(WebhookDelivery.__table__)
+                .values(provider=STATE_PROVIDER, delivery_id=digest, received_at=now)
+                .on_conflict_do_nothing()
+            )
+            await session.commit()
+        return bool(inserted.rowcount)
+
+    async def complete(self, user: User, code: str, verifier: str) -> str | None:
+        """Exchange the code, store the tokens and activate; None, or the failure's reason."""
+        if not self.oauth_configured:
+            return "oauth_not_configured"
+        settings = self.settings
+        assert settings.google_client_id and settings.google_client_secret
+        answer = await self.http.request(
+            SERVICE,
+            "POST",
+            settings.google_token_url,
+            data=core.authorization_code_body(
+                settings.google_client_id, settings.google_client_secret, code,
+                self.redirect_uri, verifier,
+            ),
+            retry_policy=core.retry_policy,
+        )
+        if not answer.ok:
+            kind = core.classify_token_error(answer.status, answer.data)
+            log.warning("google: code exchange failed for user %s (%s)", user.id, kind)
+            return "token_exchange_failed"
+        try:
+            tokens = core.TokenSet.from_answer(answer.data, self.now())
+        except core.PayloadError as exc:
+            log.warning("google: token answer for user %s not usable: %s", user.id, exc)
+            return "token_answer_invalid"
+        if not tokens.has_calendar_scope:
+            return "calendar_scope_missing"
+        if tokens.refresh_token is None:
+            return "refresh_token_missing"
+        info = await self.http.request(
+            SERVICE,
+            "GET",
+            settings.google_userinfo_url,
+            headers=_bearer(tokens.access_token),
+            retry_policy=core.retry_policy,
+        )
+        try:
+            if not info.ok:
+                raise core.PayloadError(info.error or "userinfo failed")
+            email = core.userinfo_email(info.data)
+        except core.PayloadError as exc:
+            log.warning("google: userinfo for user %s failed: %s", user.id, exc)
+            return "userinfo_failed"
+
+        async def mutate(row: Integration, config: Config, _session: AsyncSession) -> None:
+            config.set_secret("access_token", tokens.access_token)
+            config.set_secret("refresh_token", tokens.refresh_token)
+            config.set("token_expiry", core.format_token_expiry(tokens.expires_at))
+            config.set("email", email)
+            config.raw.pop(RECONNECT, None)
+            if not config.get(CONNECTED_AT):
+                config.set(CONNECTED_AT, self.now().isoformat())
+            config.set("enabled", True)
+            row.is_active = True
+            row.last_error = None
+
+        await self.store.change(user.id, mutate)
+        log.info("google: user %s connected Google Calendar", user.id)
+        return None
+
+    # -- tokens -------------------------------------------------------------------------------
+
+    async def access_token(self, integration_id: int, failed: str | None = None) -> str:
+        """A usable access token, refreshed under the row's lock when it is (nearly) expired.
+
+        `failed` is a token the Calendar API just refused (401): it is replaced, unless another
+        caller replaced it already. Concurrent callers refresh once: the second one finds the
+        new expiry after taking the lock.
+        """
+        row = await self.store.get(integration_id)
+        if row is None:
+            raise TokenUnavailable("The Google Calendar integration is gone")
+        config = self.store.config(row)
+        if config.get(RECONNECT):
+            raise TokenUnavailable(core.TOKEN_ERROR_MESSAGES["invalid_grant"], reconnect=True)
+        current = config.secret("access_token")
+        expiry = core.parse_token_expiry(config.get("token_expiry"))
+        if current and current != failed and not core.needs_refresh(expiry, self.now()):
+            return current
+
+        async def mutate(r: Integration, cfg: Config, _session: AsyncSession) -> _Refresh:
+            if cfg.get(RECONNECT):
+                return _Refresh(error=core.TOKEN_ERROR_MESSAGES["invalid_grant"], reconnect=True)
+            token = cfg.secret("access_token")
+            expires = core.parse_token_expiry(cfg.get("token_expiry"))
+            if token and token != failed and not core.needs_refresh(expires, self.now()):
+                return _Refresh(token=token)  # refreshed by someone else meanwhile
+            return await self._refresh(r, cfg)
+
+        _row, outcome = await self.store.update(integration_id, mutate)
+        if outcome.token is None:
+            message = outcome.error or "No Google access token"
+            raise TokenUnavailable(message, reconnect=outcome.reconnect)
+        return outcome.token
+
+    async def _refresh(self, row: Integration, config: Config) -> _Refresh:
+        """One refresh call; its result is stored on the locked config by the caller's commit."""
+        refresh_token = config.secret("refresh_token")
+        if not refresh_token:
+            config.set(RECONNECT, True)
+            return _Refresh(error=core.TOKEN_ERROR_MESSAGES["invalid_grant"], reconnect=True)
+        if not self.oauth_configured:
+            return _Refresh(error=CONNECT_MESSAGES["oauth_not_configured"])
+        settings = self.settings
+        assert settings.google_client_id and settings.google_client_secret
+        answer = await self.http.request(
+            SERVICE,
+            "POST",
+            settings.google_token_url,
+            data=core.refresh_token_body(
+                settings.google_client_id, settings.google_client_secret, refresh_token
+            ),
+            retry_policy=core.retry_policy,
+        )
+        if not answer.ok:
+            kind = core.classify_token_error(answer.status, answer.data)
+            log.warning("google: token refresh for integration %s failed (%s)", row.id, kind)
+            if kind == "invalid_grant":
+                # Dead for good (revoked, expired, password changed): never retried in a loop.
+                config.set(RECONNECT, True)
+                config.set_secret("access_token", None)
+                row.last_error = core.TOKEN_ERROR_MESSAGES["invalid_grant"]
+                return _Refresh(error=core.TOKEN_ERROR_MESSAGES[kind], reconnect=True)
+            return _Refresh(error=core.TOKEN_ERROR_MESSAGES[kind])
+        try:
+            tokens = core.TokenSet.from_answer(answer.data, self.now()).merge(refresh_token)
+        except core.PayloadError as exc:
+            return _Refresh(error=f"Google's token answer was not usable: {exc}")
+        config.set_secret("access_token", tokens.access_token)
+        config.set_secret("refresh_token", tokens.refresh_token)
+        config.set("token_expiry", core.format_token_expiry(tokens.expires_at))
+        return _Refresh(token=tokens.access_token, refreshed=True)
+
+    async def api(
+        self,
+        integration_id: int,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, str] | None = None,
+        json_body: Any = None,
+        retry_unsafe: bool = False,
+    ) -> HttpResult:
+        """A Calendar/userinfo call with a fresh token; a 401 refreshes once and retries once."""
+        token = await self.access_token(integration_id)
+        result = await self._call(token, method, url, params, json_body, retry_unsafe)
+        if result.status == 401:
+            token = await self.access_token(integration_id, failed=token)
+            result = await self._call(token, method, url, params, json_body, retry_unsafe)
+        return result
+
+    async def _call(
+        self,
+        token: str,
+        method: str,
+        url: str,
+        params: dict[str, str] | None,
+        json_body: Any,
+        retry_unsafe: bool,
+    ) -> HttpResult:
+        return await self.http.request(
+            "Google Calendar",
+            method,
+            url,
+            headers=_bearer(token),
+            params=params,
+            json_body=json_body,
+            retry_policy=core.retry_policy,
+            retry_unsafe=retry_unsafe,
+        )
+
+    # -- test ---------------------------------------------------------------------------------
+
+    async def check_connection(self, row: Integration, config: Config) -> CheckResult:
+        try:
+            info = await self.api(row.id, "GET", self.settings.google_userinfo_url)
+        except TokenUnavailable as exc:
+            code = "reconnect_required" if exc.reconnect else "token"
+            return CheckResult(False, error=exc.message, code=code)
+        if not info.ok:
+            error = core.classify_api_error(info.status, info.data)
+            return CheckResult(False, error=error.message, code=error.kind)
+        try:
+            email = core.userinfo_email(info.data)
+        except core.PayloadError as exc:
+            error = f"Google's answer was not usable: {exc}"
+            return CheckResult(False, error=error, code="payload")
+        calendar_id = config.get("calendar_id") or "primary"
+        probe = await self.api(
+            row.id,
+            "GET",
+            self.settings.google_calendar_api_url + core.calendar_path(calendar_id),
+            params={"maxResults": "1"},
+        )
+        if not probe.ok:
+            error = core.classify_api_error(probe.status, probe.data)
+            return CheckResult(False, error=error.message, code=error.kind)
+        return CheckResult(True, connected_as=email, extra={"email": email})
+
+    # -- disconnect ---------------------------------------------------------------------------
+
+    async def revoke(self, row: Integration, config: Config) -> None:
+        """Revoke at Google (the refresh token also ends its access tokens); any answer goes."""
+        token = config.secret("refresh_token") or config.secret("access_token")
+        if not token:
+            return
+        answer = await self.http.request(
+            SERVICE, "POST", self.settings.google_revoke_url, data=core.revoke_body(token)
+        )
+        if answer.ok:
+            log.info("google: token of integration %s revoked", row.id)
+        else:
+            log.info("google: revocation for integration %s answered %s", row.id, answer.status)
+
+    # -- sync ---------------------------------------------------------------------------------
+
+    def eligible(self, row: Integration) -> bool:
+        """Scheduled runs skip integrations that need a new consent (never retried in a loop)."""
+        config = row.config or {}
+        return bool(config.get("refresh_token")) and not config.get(RECONNECT)
+
+    async def sync(self, user: User) -> tuple[int, dict[str, Any]]:
+        """Sync now; (HTTP status, answer)."""
+        row = await self.store.require_active(user.id)
+        config = self.store.config(row)
+        if config.get(RECONNECT) or not config.has("refresh_token"):
+            return 409, {
+                "ok": False,
+                "error": core.TOKEN_ERROR_MESSAGES["invalid_grant"],
+                "reconnect_required": True,
+                **_counts(),
+            }
+        outcome = await self.runner.run_one(self, row, self.sync_work)
+        counts = outcome.detail.get("counts") or _counts()
+        if outcome.detail.get("reconnect_required"):
+            return 409, {"ok": False, "error": outcome.error, "reconnect_required": True, **counts}
+        if outcome.status == "error":
+            return 502, {"ok": False, "error": outcome.error, **counts}
+        return 200, {"ok": True, **counts}
+
+    async def sync_work(self, row: Integration) -> SyncOutcome:
+        """Import and/or export for one integration (the job's work and the manual sync's)."""
+        row = await self.store.get(row.id) or row  # the freshest config
+        config = self.store.config(row)
+        direction = config.get("sync_direction") or "import"
+        now = self.now()
+        app_tz, _ = await self.db.app_settings()
+        counts = _counts()
+        fetch_error: str | None = None
+        export_complete = False
+        try:
+            if direction in ("import", "both"):
+                fetch_error = await self._import(row, config, now, app_tz, counts)
+            if direction in ("export", "both") and fetch_error is None:
+                fetch_error, export_complete = await self._export(
+                    row, config, now, app_tz, counts
+                )
+        except TokenUnavailable as exc:
+            touched = counts["imported"] + counts["updated"] + counts["deleted"]
+            outcome = SyncOutcome.from_counts(touched, [], exc.message, counts=counts)
+            if exc.reconnect:
+                outcome.status = "error"
+                outcome.detail["reconnect_required"] = True
+            return outcome
+
+        async def mark(_row: Integration, cfg: Config, _session: AsyncSession) -> None:
+            cfg.set("last_sync_at", now.isoformat())
+            if export_complete:
+                cfg.set(LAST_EXPORT_AT, now.isoformat())
+
+        await self.store.update(row.id, mark)
+        touched = (
+            counts["imported"] + counts["updated"] + counts["deleted"] + counts["exported"]
+        )
+        return SyncOutcome.from_counts(touched, list(counts["errors"]), fetch_error, counts=counts)
+
+    # -- import -------------------------------------------------------------------------------
+
+    async def _import(
+        self,
+        row: Integration,
+        config: Config,
+        now: datetime,
+        app_tz: tzinfo,
+        counts: dict[str, Any],
+    ) -> str | None:
+        """Events of the last sync_days_back days, every page; a fetch error or None."""
+        project_id = config.get("default_project_id")
+        if project_id is None:
+            counts["errors"].append("Choose a project for imported events")
+            return None
+        async with self.db.sessions() as session:
+            project = await session.get(Project, project_id)
+        if project is None or project.status != "active":
+            state = project.status if project else "missing"
+            counts["errors"].append(f"The project for imported events is {state}; choose another")
+            return None
+        calendar_id = config.get("calendar_id") or "primary"
+        url = self.settings.google_calendar_api_url + core.calendar_path(calendar_id)
+        page_token: str | None = None
+        for _ in range(core.MAX_PAGES):
+            params = core.list_params(now, config.get("sync_days_back"), page_token)
+            answer = await self.api(row.id, "GET", url, params=params)
+            if not answer.ok:
+                return core.classify_api_error(answer.status, answer.data).message
+            try:
+                page = core.EventsPage.from_api(answer.data)
+            except core.PayloadError as exc:
+                return f"Google Calendar answered in an unexpected way: {exc}"
+            for bad in page.invalid:
+                counts["errors"].append(f"event {bad.event_id or '?'}: {bad.error}")
+            for event in page.items:
+                try:
+                    await self._import_one(row, project_id, event, now, app_tz, counts)
+                except Exception as exc:  # one bad event must not sink the others
+                    log.warning("google import: event %s failed", event.id, exc_info=True)
+                    counts["errors"].append(f"event {event.id}: {type(exc).__name__}")
+            page_token = page.next_page_token
+            if not page_token:
+                return None
+        counts["errors"].append(f"stopped after {core.MAX_PAGES} pages of events")
+        return None
+
+    async def _import_one(
+        self,
+        row: Integration,
+        project_id: int,
+        event: core.CalendarEvent,
+        now: datetime,
+        app_tz: tzinfo,
+        counts: dict[str, Any],
+    ) -> None:
+        decision = core.import_decision(event, now=now)
+        if isinstance(decision, core.Skip) and decision.reason != "cancelled":
+            counts["skipped"] += 1
+            return
+        if isinstance(decision, core.Skip) and not await self._linked(row.id, event.id):
+            counts["skipped"] += 1  # a cancelled event we never imported: no write needed
+            return
+        now_wall = to_wall(now, app_tz)
+        async with self.db.write_transaction() as session:
+            async with self.db.xact_lock(session, "gcal-event", row.id, event.id):
+                link = (
+                    await session.execute(
+                        select(CalendarLink).where(
+                            CalendarLink.integration_id == row.id,
+                            CalendarLink.event_id == event.id,
+                        )
+                    )
+                ).scalar_one_or_none()
+                try:
+                    if isinstance(decision, core.Skip):  # cancelled: follow it if ours
+                        action = await self._cancelled(session, link)
+                    else:
+                        action = await self._upsert(
+                            session, row, project_id, event, link, app_tz, now_wall
+                        )
+                    await session.commit()
+                except IntegrityError:  # a concurrent sync linked it first: nothing twice
+                    await session.rollback()
+                    action = "skipped"
+        counts[action] += 1
+
+    async def _linked(self, integration_id: int, event_id: str) -> bool:
+        async with self.db.sessions() as session:
+            found = await session.execute(
+                select(CalendarLink.id).where(
+                    CalendarLink.integration_id == integration_id,
+                    CalendarLink.event_id == event_id,
+                )
+            )
+            return found.first() is not None
+
+    async def _cancelled(self, session: AsyncSession, link: CalendarLink | None) -> str:
+        if link is None or link.direction != "import":
+            return "skipped"
+        entry = await session.get(TimeEntry, link.entry_id)
+        if entry is not None and entry.updated_at != link.entry_updated_at:
+            return "skipped"  # edited in TimeTracker: the user's version stays
+        if entry is not None:
+            await session.delete(entry)
+        await session.delete(link)
+        return "deleted" if entry is not None else "skipped"
+
+    async def _upsert(
+        self,
+        session: AsyncSession,
+        row: Integration,
+        project_id: int,
+        event: core.CalendarEvent,
+        link: CalendarLink | None,
+        app_tz: tzinfo,
+        now_wall: datetime,
+    ) -> str:
+        times = core.entry_times(event, app_tz)
+        notes = core.entry_notes(event)
+        if link is not None:
+            if link.direction != "import":
+                return "skipped"
+            entry = await session.get(TimeEntry, link.entry_id)
+            if entry is None or entry.updated_at != link.entry_updated_at:
+                return "skipped"  # deleted or edited in TimeTracker: left alone
+            if (entry.start_time, entry.end_time, entry.notes) == (times.start, times.end, notes):
+                return "skipped"
+            entry.start_time, entry.end_time = times.start, times.end
+            entry.duration_seconds = times.duration_seconds
+            entry.notes = notes
+            entry.updated_at = now_wall
+            link.entry_updated_at = now_wall
+            link.event_updated = _naive_utc(event.updated)
+            return "updated"
+        adopted = await self._marked_entry(session, row.user_id, event.id)
+        if adopted is not None:
+            session.add(
+                CalendarLink(
+                    integration_id=row.id,
+                    event_id=event.id,
+                    entry_id=adopted.id,
+                    direction="import",
+                    event_updated=_naive_utc(event.updated),
+                    entry_updated_at=adopted.updated_at,
+                    created_at=utcnow_naive(),
+                )
+            )
+            await session.flush()
+            return "skipped"
+        entry = TimeEntry(
+            user_id=row.user_id,
+            project_id=project_id,
+            task_id=None,
+            start_time=times.start,
+            end_time=times.end,
+            duration_seconds=times.duration_seconds,
+            break_seconds=0,
+            notes=notes,
+            source=IMPORT_SOURCE,
+            billable=False,
+            paid=False,
+            created_at=now_wall,
+            updated_at=now_wall,
+        )
+        session.add(entry)
+        await session.flush()
+        session.add(
+            CalendarLink(
+                integration_id=row.id,
+                event_id=event.id,
+                entry_id=entry.id,
+                direction="import",
+                event_updated=_naive_utc(event.updated),
+                entry_updated_at=now_wall,
+                created_at=utcnow_naive(),
+            )
+        )
+        await session.flush()
+        return "imported"
+
+    async def _marked_entry(
+        self, session: AsyncSession, user_id: int, event_id: str
+    ) -> TimeEntry | None:
+        """An entry of the user's whose notes carry [gcal:{id}] (imported by an older version)."""
+        pattern = f"%{_like_escape(core.gcal_marker(event_id))}%"
+        candidates = (
+            await session.execute(
+                select(TimeEntry)
+                .where(TimeEntry.user_id == user_id, TimeEntry.notes.like(pattern, escape="\\"))
+                .order_by(TimeEntry.id)
+                .limit(5)
+            )
+        ).scalars()
+        for entry in candidates:
+            if event_id in core.marked_event_ids(entry.notes):
+                return entry
+        return None
+
+    # -- export -------------------------------------------------------------------------------
+
+    async def _export(
+        self,
+        row: Integration,
+        config: Config,
+        now: datetime,
+        app_tz: tzinfo,
+        counts: dict[str, Any],
+    ) -> tuple[str | None, bool]:
+        """Finished entries since the connection; (fetch error, whole window done)."""
+        connected_at = _aware_utc(config.get(CONNECTED_AT))
+        if connected_at is None:
+            return None, True
+        last_export = _aware_utc(config.get(LAST_EXPORT_AT))
+        lo, hi = core.export_window(connected_at, last_export, now, app_tz)
+        linked = select(CalendarLink.entry_id).where(CalendarLink.integration_id == row.id)
+        async with self.db.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(TimeEntry, Project.name, Task.name)
+                    .outerjoin(Project, Project.id == TimeEntry.project_id)
+                    .outerjoin(Task, Task.id == TimeEntry.task_id)
+                    .where(
+                        TimeEntry.user_id == row.user_id,
+                        TimeEntry.end_time.is_not(None),
+                        TimeEntry.end_time >= lo,
+                        TimeEntry.end_time <= hi,
+                        TimeEntry.id.not_in(linked),
+                    )
+                    .order_by(TimeEntry.end_time, TimeEntry.id)
+                    .limit(EXPORT_BATCH + 1)
+                )
+            ).all()
+        complete = len(rows) <= EXPORT_BATCH
+        calendar_id = config.get("calendar_id") or "primary"
+        url = self.settings.google_calendar_api_url + core.calendar_path(calendar_id)
+        for entry, project_name, task_name in rows[:EXPORT_BATCH]:
+            if core.marked_event_ids(entry.notes):  # imported from a calendar: never sent back
+                counts["skipped"] += 1
+                continue
+            event_id = core.export_event_id(row.id, entry.id)
+            try:
+                body = core.export_event_body(
+                    core.ExportEntry(
+                        id=entry.id,
+                        start_time=entry.start_time,
+                        end_time=entry.end_time,
+                        project_name=project_name or "",
+                        task_name=task_name,
+                        notes=entry.notes,
+                    ),
+                    app_tz,
+                    event_id=event_id,
+                )
+            except ValueError as exc:
+                counts["skipped"] += 1
+                log.info("google export: entry %s not exported: %s", entry.id, exc)
+                continue
+            # A deterministic id makes a retried insert answer 409 instead of a second event.
+            answer = await self.api(row.id, "POST", url, json_body=body, retry_unsafe=True)
+            if answer.ok:
+                counts["exported"] += 1
+            else:
+                error = core.classify_api_error(answer.status, answer.data)
+                if error.kind == "duplicate":
+                    counts["skipped"] += 1
+                elif error.kind in EXPORT_STOPS:
+                    return error.message, False  # the rest waits for the next sync
+                else:
+                    counts["errors"].append(f"entry {entry.id}: {error.message}")
+                    complete = False
+                    continue
+            await self._link_export(row.id, event_id, entry)
+        return None, complete
+
+    async def _link_export(self, integration_id: int, event_id: str, entry: TimeEntry) -> None:
+        async with self.db.write_transaction() as session:
+            await session.execute(
+                self.db.insert(CalendarLink.__table__)
+                .values(
+                    integration_id=integration_id,
+                    event_id=event_id,
+                    entry_id=entry.id,
+                    direction="export",
+                    entry_updated_at=entry.updated_at,
+                    created_at=utcnow_naive(),
+                )
+                .on_conflict_do_nothing()
+            )
+            await session.commit()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
