@@ -56,22 +56,21 @@ def _managed(value: Any) -> Any:
 
 FIELDS = f.FieldTable(
     [
-        f.Field("access_token", f.secret(), secret=True, label="Google access"),
+        f.Field("access_token", f.secret(), secret=True),
         f.Field(
-            "refresh_token", f.secret(), secret=True, required=True, label="Google sign-in"
+            "refresh_token", f.secret(), secret=True, required=True
         ),
         f.Field("token_expiry", _managed),
         f.Field("email", _managed),
-        f.Field("calendar_id", core.normalize_calendar_id, default="primary", label="Calendar"),
-        f.Field("default_project_id", f.optional_id, project=True, label="Project"),
+        f.Field("calendar_id", core.normalize_calendar_id, default="primary"),
+        f.Field("default_project_id", f.optional_id, project=True),
         f.Field(
-            "sync_direction", core.normalize_sync_direction, default="import", label="Direction"
+            "sync_direction", core.normalize_sync_direction, default="import"
         ),
         f.Field(
             "sync_days_back",
             f.bounded_int(core.DAYS_BACK_MIN, core.DAYS_BACK_MAX),
             default=core.DAYS_BACK_DEFAULT,
-            label="Days back",
         ),
         f.Field("last_sync_at", _managed),
     ]
