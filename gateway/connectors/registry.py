@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.connectors import github
+from gateway.connectors import github, slack
 from gateway.connectors.plugin import ConnectorPlugin
 
-PLUGINS: tuple[ConnectorPlugin, ...] = (github.PLUGIN,)
+PLUGINS: tuple[ConnectorPlugin, ...] = (github.PLUGIN, slack.PLUGIN)
