@@ -19,7 +19,14 @@ from gateway.connectors.catalog import SLACK
 from gateway.connectors.http import HttpResult
 from gateway.connectors.jobs import IntegrationJobRunner, SyncOutcome
 from gateway.connectors.slack import actions, core
-from gateway.connectors.webhooks import Answer, Candidate, Delivery, Routed, delivery_key
+from gateway.connectors.webhooks import (
+    Answer,
+    Candidate,
+    Delivery,
+    DeliveryLog,
+    Routed,
+    delivery_key,
+)
 from gateway.db.models import Integration, User
 from gateway.errors import BadRequest, Unauthorized
 from gateway.events import EventBus
@@ -35,6 +42,7 @@ SUMMARY_DAY_KEY = "last_summary_day"  # config: the local day whose summary was 
 TEAM_KEY = "team_id"  # config: the workspace seen by the last successful test
 RESPOND_EVENT = "slack.respond"  # EventBus: a reply to a response_url, off the request path
 RESPONSE_URL_HOSTS = ("hooks.slack.com",)
+DELIVERY_RETENTION_SECONDS = 14 * 24 * 3600
 
 FIELDS = f.FieldTable(
     [
@@ -78,6 +86,7 @@ class SlackConnector(Connector):
     ) -> None:
         super().__init__(deps)
         self.runner = runner
+        self.deliveries = DeliveryLog(self.db)
         self.events = events
         self.wall_clock = wall_clock
         if events is not None:
@@ -103,9 +112,11 @@ class SlackConnector(Connector):
         self, user: User, row: Integration | None, config: Config
     ) -> dict[str, Any]:
         url = self.events_url()
+        manifest = core.app_manifest(url)
         return {
             "events_url": url,
-            "manifest": core.app_manifest(url),
+            "manifest": manifest,
+            "manifest_json": json.dumps(manifest, indent=2, ensure_ascii=False),
             "slack_user_id": user.slack_user_id,
         }
 
@@ -326,6 +337,10 @@ class SlackConnector(Connector):
 
     async def _event_handler(self, delivery: Delivery) -> None:
         delivery.answer["reply"] = {"ok": True, "event": delivery.event.event_type[:64]}
+
+    async def prune_deliveries(self) -> int:
+        """Forget Events API ids older than Slack's retry horizon (a day at most)."""
+        return await self.deliveries.prune(self.slug, DELIVERY_RETENTION_SECONDS)
 
     def answer(self, delivery: Delivery) -> Answer:
         reply = delivery.answer.get("reply") or {"ok": True}
