@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -76,10 +76,15 @@ class FakeSlack:
         return web.json_response(fixture("chat.postMessage.ok.json"))
 
 
+@dataclass
 class _Slack:
-    def __init__(self, app, client, made, alice, project, auth, fake) -> None:  # type: ignore[no-untyped-def]
-        self.app, self.client, self.made, self.alice = app, client, made, alice
-        self.project, self.auth, self.fake = project, auth, fake
+    app: Any
+    client: Any
+    made: Made
+    alice: Any
+    project: Any
+    auth: dict[str, str]
+    fake: FakeSlack
 
     @property
     def connector(self):  # type: ignore[no-untyped-def]
@@ -329,8 +334,9 @@ async def test_test_without_integration_is_409(sl) -> None:
 
 async def test_published_vector_verifies_against_the_receiver(sl) -> None:
     vector = fixture("signature-test-vector.json")
-    assert sign(vector["signing_secret"], vector["timestamp"], vector["body"].encode()) == (
-        vector["expected_signature"]
+    assert (
+        sign(vector["signing_secret"], vector["timestamp"], vector["body"].encode())
+        == (vector["expected_signature"])
     )
     # The published request is five years old: the receiver must refuse it as stale.
     response = await sl.send(
@@ -541,7 +547,9 @@ async def test_shared_app_acts_for_the_linked_user_only(sl) -> None:
 
 async def test_inactive_owner_gets_a_refusal(sl) -> None:
     async with sl.app[keys.DB].sessions() as s:
-        await s.execute(text("UPDATE users SET is_active = false WHERE id = :id"), {"id": sl.alice.id})
+        await s.execute(
+            text("UPDATE users SET is_active = false WHERE id = :id"), {"id": sl.alice.id}
+        )
         await s.commit()
     reply = await sl.command("start Website")
     assert "inactive" in reply["text"]
@@ -690,6 +698,11 @@ async def test_channel_not_found_is_permanent_and_recorded(sl) -> None:
     assert "does not know channel" in row.last_error and CHANNEL in row.last_error
     status = await (await sl.client.get("/api/integrations/slack/status", headers=sl.auth)).json()
     assert "does not know channel" in status["last_error"]
+    # A command that works says nothing about posting: the error stays until a post succeeds.
+    assert "Running on" in (await sl.command("status"))["text"]
+    status = await (await sl.client.get("/api/integrations/slack/status", headers=sl.auth)).json()
+    assert "does not know channel" in status["last_error"]
+    assert status["last_event_status"] == "command"
 
 
 # -- daily summary -----------------------------------------------------------------------------

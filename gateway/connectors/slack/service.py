@@ -46,7 +46,9 @@ DELIVERY_RETENTION_SECONDS = 14 * 24 * 3600
 
 FIELDS = f.FieldTable(
     [
-        f.Field("bot_token", core.normalize_bot_token, secret=True, required=True, label="Bot token"),
+        f.Field(
+            "bot_token", core.normalize_bot_token, secret=True, required=True, label="Bot token"
+        ),
         f.Field(
             "signing_secret",
             core.normalize_signing_secret,
@@ -112,11 +114,16 @@ class SlackConnector(Connector):
         self, user: User, row: Integration | None, config: Config
     ) -> dict[str, Any]:
         url = self.events_url()
-        manifest = core.app_manifest(url)
+        try:
+            manifest: dict[str, Any] | None = core.app_manifest(url)
+        except ValueError:  # GATEWAY_PUBLIC_URL is not http(s): nothing to paste into Slack
+            manifest = None
         return {
             "events_url": url,
             "manifest": manifest,
-            "manifest_json": json.dumps(manifest, indent=2, ensure_ascii=False),
+            "manifest_json": json.dumps(manifest, indent=2, ensure_ascii=False)
+            if manifest
+            else None,
             "slack_user_id": user.slack_user_id,
         }
 
@@ -291,7 +298,9 @@ class SlackConnector(Connector):
             return core.reply_error("Your TimeTracker account is inactive.")
         return found[0]
 
-    async def route(self, event: core.SlackRequest, verified: Sequence[Candidate]) -> Routed | Answer:
+    async def route(
+        self, event: core.SlackRequest, verified: Sequence[Candidate]
+    ) -> Routed | Answer:
         if isinstance(event, core.SslCheck):
             return Answer(200, {"ok": True}, "ping")
         if isinstance(event, core.UrlVerification):
@@ -315,7 +324,9 @@ class SlackConnector(Connector):
             candidate = next(
                 (c for c in verified if c.config.get(TEAM_KEY) == event.team_id), verified[0]
             )
-            return Routed(candidate, self._event_handler, delivery_key(event.event_id, candidate.id))
+            return Routed(
+                candidate, self._event_handler, delivery_key(event.event_id, candidate.id)
+            )
         kind = getattr(event, "kind", type(event).__name__)
         return Answer(200, {"ok": True, "ignored": str(kind)[:64]}, "ignored")
 
@@ -323,6 +334,7 @@ class SlackConnector(Connector):
         async def run() -> None:  # after the commit: the timer service has its own transaction
             user = await self._user(delivery.candidate.user_id)
             delivery.answer["reply"] = await actions.run_command(self, user, delivery.event)
+            delivery.answer["outcome"] = "command"
 
         delivery.after_commit.append(run)
 
@@ -331,6 +343,7 @@ class SlackConnector(Connector):
             user = await self._user(delivery.candidate.user_id)
             reply = await actions.stop_button(self, user, delivery.event)
             delivery.answer["reply"] = reply
+            delivery.answer["outcome"] = "button"
             self.respond_later(delivery.event.response_url, reply)
 
         delivery.after_commit.append(run)
@@ -343,8 +356,10 @@ class SlackConnector(Connector):
         return await self.deliveries.prune(self.slug, DELIVERY_RETENTION_SECONDS)
 
     def answer(self, delivery: Delivery) -> Answer:
+        # Commands and clicks are counted apart from "processed": a processed event clears the
+        # integration's last error (base.ConnectionFacts), which for Slack is about posting.
         reply = delivery.answer.get("reply") or {"ok": True}
-        return Answer(200, reply, "processed")
+        return Answer(200, reply, delivery.answer.get("outcome") or "processed")
 
     async def _user(self, user_id: int) -> User:
         async with self.db.sessions() as session:
@@ -480,7 +495,7 @@ class SlackConnector(Connector):
         if not await self.claim_summary(row.id, day):
             return SyncOutcome("success", detail={"summary": "already posted", "day": str(day)})
         user = await self._user(row.user_id)
-        summary = await self.timer.today(user)
+        summary = await self.timer.today(user, day)  # a window past midnight: the day it began
         message = core.daily_summary_message(
             user.display_name, summary.total_seconds / 3600, len(summary.projects)
         )
