@@ -446,6 +446,9 @@ async def test_unlinked_slack_user_is_told_how_to_link(sl) -> None:
     assert reply["response_type"] == "ephemeral"
     assert "not linked" in reply["text"] and "U0STRANGER1" in reply["text"]
     assert await sl.entries() == []
+    # Nobody's integration records the stranger's command as its last event.
+    status = await (await sl.client.get("/api/integrations/slack/status", headers=sl.auth)).json()
+    assert status["last_event_status"] is None
 
 
 async def test_users_slack_user_id_links_too(sl) -> None:

@@ -308,7 +308,7 @@ class SlackConnector(Connector):
         if isinstance(event, core.SlashCommand):
             owner = self._owner(verified, event.user_id, event.team_id)
             if not isinstance(owner, Candidate):
-                return Answer(200, owner, "unlinked")
+                return Answer(200, owner, "unlinked", attributed=False)
             return Routed(owner, self._command_handler, None)
         if isinstance(event, core.BlockAction):
             if core.stop_button_entry_id(event) is None:
@@ -317,7 +317,7 @@ class SlackConnector(Connector):
             if not isinstance(owner, Candidate):
                 reply = core.reply_stop_refused()
                 self.respond_later(event.response_url, reply)
-                return Answer(200, reply, "refused")
+                return Answer(200, reply, "refused", attributed=False)
             return Routed(owner, self._button_handler, None)
         if isinstance(event, core.EventCallback):
             # Nothing is done with events yet; a retry (same event_id) is answered as a duplicate.
