@@ -777,3 +777,39 @@ def test_run_job_slack_daily_summary_from_the_cli(tmp_path) -> None:  # type: ig
     assert run(["migrate"], env).returncode == 0
     result = run(["run-job", "slack_daily_summary"], env)
     assert result.returncode == 0, result.stderr
+
+
+async def test_summary_window_past_midnight_reports_the_day_it_began(
+    aiohttp_client, settings, fake_slack
+) -> None:
+    fake, url = fake_slack
+    moment = datetime(2026, 3, 10, 0, 10, tzinfo=UTC)  # ten minutes into the window of 23:50
+    app = create_app(replace(settings, slack_api_url=url), clock=lambda: moment)
+    client = await aiohttp_client(app)
+    made = Made(app)
+    alice = await made.user("alice", full_name="Alice Liddell")
+    project = await made.project("Website Redesign")
+    auth = {"Authorization": f"Bearer {await made.token(alice)}"}
+    slack = _Slack(app, client, made, alice, project, auth, fake)
+    await slack.configure(auth, daily_summary=True, daily_summary_time="23:50")
+    async with app[keys.DB].sessions() as s:
+        s.add(
+            TimeEntry(
+                user_id=alice.id,
+                project_id=project.id,
+                start_time=datetime(2026, 3, 9, 10, 0),
+                end_time=datetime(2026, 3, 9, 12, 30),
+                duration_seconds=9000,
+                source="manual",
+                billable=True,
+                paid=False,
+                created_at=datetime(2026, 3, 9, 12, 30),
+                updated_at=datetime(2026, 3, 9, 12, 30),
+            )
+        )
+        await s.commit()
+    report = await slack.connector.run_daily_summary()
+    assert report.succeeded == 1, report
+    [post] = fake.posts
+    assert "2.5h across 1 project" in post["text"]
+    assert (await slack.integration(alice.id)).config["last_summary_day"] == "2026-03-09"

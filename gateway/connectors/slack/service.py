@@ -124,7 +124,6 @@ class SlackConnector(Connector):
             "manifest_json": json.dumps(manifest, indent=2, ensure_ascii=False)
             if manifest
             else None,
-            "slack_user_id": user.slack_user_id,
         }
 
     # -- config -------------------------------------------------------------------------------
@@ -196,7 +195,7 @@ class SlackConnector(Connector):
         token = config.secret("bot_token")
         if not token:
             raise BadRequest("Save a bot token first", field="bot_token")
-        result = await self.call("auth.test", token, retries=1)
+        result = await self.call("auth.test", token)  # a rate limit is reported, not waited out
         answer = self.outcome(result)
         if not answer.ok:
             return CheckResult(False, error=answer.message, code=answer.error_code or "provider")
