@@ -140,8 +140,10 @@ class _Slack:
         assert response.status == 200, await response.text()
         return await response.json()
 
-    async def click_stop(self, entry_id: int, *, user: str = ALICE_SLACK) -> dict[str, Any]:
-        payload = {
+    async def click_stop(
+        self, entry_id: int, *, user: str = ALICE_SLACK, response_url: str | None = None
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
             "type": "block_actions",
             "user": {"id": user, "team_id": TEAM},
             "team": {"id": TEAM},
@@ -156,6 +158,8 @@ class _Slack:
                 }
             ],
         }
+        if response_url:
+            payload["response_url"] = response_url
         response = await self.send(urlencode({"payload": json.dumps(payload)}).encode())
         assert response.status == 200, await response.text()
         return await response.json()
@@ -813,3 +817,28 @@ async def test_summary_window_past_midnight_reports_the_day_it_began(
     [post] = fake.posts
     assert "2.5h across 1 project" in post["text"]
     assert (await slack.integration(alice.id)).config["last_summary_day"] == "2026-03-09"
+
+
+async def test_stop_button_replies_go_to_slacks_response_url(sl, monkeypatch) -> None:
+    from gateway.connectors.http import HttpResult
+
+    sent: list[tuple[str, Any]] = []
+    real = sl.connector.http.request
+
+    async def request(service, method, url, **kwargs):  # type: ignore[no-untyped-def]
+        if url.startswith("https://"):
+            sent.append((url, kwargs.get("json_body")))
+            return HttpResult(status=200, data=None, text="ok")
+        return await real(service, method, url, **kwargs)
+
+    monkeypatch.setattr(sl.connector.http, "request", request)
+    await sl.command("start Website")
+    [entry] = await sl.entries()
+    hook = "https://hooks.slack.com/actions/T0001/1234/abcd"
+    await sl.click_stop(entry.id, user="U0STRANGER1", response_url=hook)
+    await sl.click_stop(entry.id, response_url="https://evil.example/collect")
+    await sl.app[keys.EVENTS].drain()
+    assert [url for url, _ in sent] == [hook]  # only Slack's hooks host is ever called
+    assert "only stop your own timer" in sent[0][1]["text"]
+    assert sent[0][1]["replace_original"] is False
+    assert (await sl.entries())[0].end_time is not None  # the owner's click stopped it
