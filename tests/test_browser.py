@@ -876,3 +876,85 @@ async def test_sign_in_inside_a_cross_site_iframe(aiohttp_server, settings, tmp_
             log.expect_clean()
         finally:
             await chromium.close()
+
+
+async def accept_dialog(page: Page, expected: str) -> list[str]:
+    """Accept the next confirm() and remember its text (an unhandled one is dismissed)."""
+    seen: list[str] = []
+
+    async def handle(dialog) -> None:  # type: ignore[no-untyped-def]
+        seen.append(dialog.message)
+        assert expected in dialog.message
+        await dialog.accept()
+
+    page.once("dialog", handle)
+    return seen
+
+
+@pytest.mark.skip(reason="written for the card frame before the shared one; being ported")
+async def test_slack_card_saves_tests_copies_and_disconnects(
+    aiohttp_server, settings, page: Page
+) -> None:
+    from tests.test_slack import BOT_TOKEN, CHANNEL, SECRET, FakeSlack
+
+    fake = FakeSlack()
+    slack_url = str((await aiohttp_server(fake.app())).make_url("")).rstrip("/")
+    app = create_app(replace(settings, slack_api_url=slack_url))
+    server = await aiohttp_server(app)
+    base = str(server.make_url("")).rstrip("/")
+    await Made(app).user("alice", full_name="Alice Liddell")
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+
+    await sign_in(page, base, "alice")
+    await page.wait_for_url(base + "/")
+    card = page.locator("#card-slack")
+    badge = card.locator("[data-status-badge]")
+    await expect(badge).to_have_text("Not configured")
+    await expect(page.locator("#slack-notify-start")).to_be_checked()  # the defaults
+    await expect(page.locator("#slack-daily-summary")).not_to_be_checked()
+    await expect(page.locator("#slack-summary-time")).to_have_value("18:00")
+
+    await page.fill("#slack-bot-token", BOT_TOKEN)
+    await page.fill("#slack-signing-secret", SECRET)
+    await page.fill("#slack-channel", CHANNEL)
+    await page.fill("#slack-user-id", "u2147483697")
+    await page.check("#slack-daily-summary")
+    await page.fill("#slack-summary-time", "17:30")
+    await page.click("#slack-save")
+    message = card.locator("#slack-config-form [data-form-message]")
+    await expect(message).to_have_text("Saved")
+    await expect(badge).to_have_text("Active")
+    await expect(page.locator("#slack-bot-token")).to_have_value("")  # never echoed back
+    await expect(page.locator("#slack-user-id")).to_have_value("U2147483697")
+
+    # The Request URL and the manifest, to paste into Slack.
+    events_url = page.locator("#slack-events-url")
+    wanted = settings.public_url.rstrip("/") + "/api/integrations/slack/events"
+    await expect(events_url).to_have_value(wanted)
+    await card.locator("[data-copy='#slack-events-url']").click()
+    assert await page.evaluate("navigator.clipboard.readText()") == wanted
+    await card.locator("summary", has_text="App manifest").click()
+    manifest = json.loads(await page.locator("#slack-manifest").input_value())
+    assert manifest["features"]["slash_commands"][0]["command"] == "/tt"
+
+    # Test: the bot user of the token, and a test post in the channel.
+    await page.click("#slack-test")
+    await expect(message).to_have_text("Connected to Slack as grace")
+    assert [post["channel"] for post in fake.posts] == [CHANNEL]
+
+    # Reload: settings read back, secrets only as "saved".
+    await page.reload()
+    await expect(badge).to_have_text("Active")
+    await expect(page.locator("#slack-summary-time")).to_have_value("17:30")
+    await expect(page.locator("#slack-daily-summary")).to_be_checked()
+    await expect(page.locator("#slack-bot-token")).to_have_attribute(
+        "placeholder", "Token saved · leave blank to keep it"
+    )
+    assert BOT_TOKEN not in await page.content()
+
+    # Disconnect (after a confirm): inactive, the channel kept.
+    seen = await accept_dialog(page, "Disconnect Slack?")
+    await page.click("#slack-disconnect")
+    await expect(badge).not_to_have_text("Active")
+    assert seen
+    await expect(page.locator("#slack-channel")).to_have_value(CHANNEL)

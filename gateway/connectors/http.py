@@ -96,13 +96,16 @@ class HttpClient:
         data: Any = None,
         retry_policy: RetryPolicy = retry_after_seconds,
         retry_unsafe: bool = False,
+        retries: int | None = None,
     ) -> HttpResult:
         """One logical call with up to `max_retries` retries on 429/5xx and network errors.
 
         Waits what the provider asks (Retry-After, rate-limit reset) but never longer than
         `max_wait`; a longer wait is returned as an error so the caller records it and moves on.
         Non-idempotent methods are retried only on answers that say the call was not done.
+        `retries` overrides `max_retries` for callers that retry later themselves (0: one try).
         """
+        max_retries = self.max_retries if retries is None else max(retries, 0)
         method = method.upper()
         may_retry_network = method in IDEMPOTENT or retry_unsafe
         attempt = 0
@@ -123,7 +126,7 @@ class HttpClient:
                     wait = asked
                 elif result.status in RETRY_STATUSES:
                     wait = min(2.0 ** (attempt - 1), self.max_wait)
-            if wait is None or attempt > self.max_retries:
+            if wait is None or attempt > max_retries:
                 break
             log.info("%s %s: retrying in %.1f s (attempt %d)", service, method, wait, attempt + 1)
             await self.sleep(wait)

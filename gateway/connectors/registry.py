@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.connectors import github, google
+from gateway.connectors import github, google, slack
 from gateway.connectors.plugin import ConnectorPlugin
 
-PLUGINS: tuple[ConnectorPlugin, ...] = (github.PLUGIN, google.PLUGIN)
+PLUGINS: tuple[ConnectorPlugin, ...] = (github.PLUGIN, google.PLUGIN, slack.PLUGIN)

@@ -39,6 +39,9 @@ class Answer:
     status: int
     body: Mapping[str, Any]
     outcome: str  # processed, ignored, duplicate, ping, ...
+    # False when the answer belongs to none of the verified integrations (e.g. a Slack user
+    # linked to nobody, in an app several users share): no connection fact is written for it.
+    attributed: bool = True
 
 
 DUPLICATE = Answer(200, {"ok": True, "duplicate": True}, "duplicate")
@@ -202,7 +205,7 @@ class WebhookPipeline:
                 verified, event = await self._verify(receiver, hint, headers, body, conn)
                 routed = await receiver.route(event, verified)
                 if isinstance(routed, Answer):
-                    return routed, verified[0].id
+                    return routed, verified[0].id if routed.attributed else None
                 if routed.claims_itself:
                     delivery = Delivery(
                         routed.candidate, event, routed.key, conn=conn, prepared=prepared
@@ -216,7 +219,7 @@ class WebhookPipeline:
             verified, event = await self._verify(receiver, hint, headers, body, None)
             routed = await receiver.route(event, verified)
             if isinstance(routed, Answer):
-                return routed, verified[0].id
+                return routed, verified[0].id if routed.attributed else None
         delivery = Delivery(routed.candidate, event, routed.key)
         async with self.db.write_transaction() as session:
             delivery.session = session

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import exists, or_, select
@@ -224,13 +224,13 @@ class TimerService:
         )
         return view
 
-    async def today(self, user: User) -> DaySummary:
-        """Today's hours in the user's own time zone (users.timezone, else the app's)."""
+    async def today(self, user: User, day: date | None = None) -> DaySummary:
+        """Today's (or `day`'s) hours in the user's time zone (users.timezone, else the app's)."""
         async with self.db.sessions() as session:
             app_tz, _ = await self.db.app_settings(session)
             user_tz = zone(user.timezone, app_tz)
             moment = self.clock()
-            day = moment.astimezone(user_tz).date()
+            day = day or moment.astimezone(user_tz).date()
             lo, hi = day_bounds_wall(day, user_tz, app_tz)
             rows = (
                 await session.execute(
