@@ -25,7 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("serve", help="run the gateway (the default)")
-    sub.add_parser("migrate", help="apply pending database migrations")
+    migrate = sub.add_parser("migrate", help="apply pending database migrations")
+    migrate.add_argument(
+        "--to",
+        metavar="REVISION",
+        help="migrate up or down to this revision (e.g. an older one to roll back; 'base' "
+        "removes everything the gateway added)",
+    )
     users = sub.add_parser("users", help="manage users")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     create = users_sub.add_parser("create", help="create a user")
@@ -70,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "serve":
             return serve(settings)
         if command == "migrate":
-            return _run(_migrate(settings))
+            return _run(_migrate(settings, args.to))
         if command == "users":
             return _run(_users_create(settings, args))
         if command == "run-job":
@@ -106,10 +112,24 @@ async def _migrated_database(settings: Settings, *, migrate: bool):  # type: ign
     return db, secrets
 
 
-async def _migrate(settings: Settings) -> int:
-    db, _ = await _migrated_database(settings, migrate=True)
-    await db.dispose()
-    print("database is at the latest revision")
+async def _migrate(settings: Settings, target: str | None = None) -> int:
+    if target is None:
+        db, _ = await _migrated_database(settings, migrate=True)
+        await db.dispose()
+        print("database is at the latest revision")
+        return 0
+    from gateway.db.migrate import move_to
+    from gateway.services import open_database
+
+    db, _ = open_database(settings)
+    try:
+        before, after = await move_to(db, target)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await db.dispose()
+    print(f"database moved from {before or 'base'} to {after or 'base'}")
     return 0
 
 

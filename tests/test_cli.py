@@ -162,3 +162,23 @@ def test_unusable_database_is_one_line_not_a_traceback(env: dict[str, str], tmp_
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("database error")
+
+
+def test_migrate_to_rolls_back_and_forward(env: dict[str, str], tmp_path: Path) -> None:
+    import sqlite3
+
+    def tables() -> set[str]:
+        with sqlite3.connect(tmp_path / "cli.db") as conn:
+            return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    assert run(["migrate"], env).returncode == 0
+    assert "gateway_job_slots" in tables()
+    back = run(["migrate", "--to", "157_gateway_github_task_function"], env)
+    assert back.returncode == 0, back.stderr
+    assert "to 157_gateway_github_task_function" in back.stdout
+    assert "gateway_job_slots" not in tables() and "gateway_timer_events" not in tables()
+    assert "gateway_webhook_deliveries" in tables()
+    unknown = run(["migrate", "--to", "999_nothing"], env)
+    assert unknown.returncode == 2 and "unknown revision" in unknown.stderr
+    assert run(["migrate", "--to", "head"], env).returncode == 0
+    assert "gateway_job_slots" in tables()

@@ -93,3 +93,28 @@ async def upgrade_database(db: Database) -> None:
     finally:
         if engine is not db.engine:
             await engine.dispose()
+
+
+async def move_to(db: Database, target: str) -> tuple[str | None, str | None]:
+    """Upgrade or downgrade to `target` ("head", "base" or a revision id): (before, after).
+
+    The gateway's history is linear, so the direction follows from the two positions.
+    ValueError for a revision the gateway does not know.
+    """
+    scripts = ScriptDirectory.from_config(alembic_config(db.url))
+    order = [r.revision for r in reversed(list(scripts.walk_revisions()))]  # base → head
+    position = {None: -1, "base": -1, **{rev: i for i, rev in enumerate(order)}}
+    wanted = order[-1] if target == "head" else target
+    if wanted not in position:
+        raise ValueError(f"unknown revision {target!r} (known: base, {', '.join(order)})")
+    engine = db.maintenance_engine()
+    try:
+        before = await current_revision(engine)
+        if position[wanted] > position.get(before, -1):
+            await upgrade(engine, wanted)
+        elif position[wanted] < position.get(before, -1):
+            await downgrade(engine, "base" if wanted in (None, "base") else wanted)
+        return before, await current_revision(engine)
+    finally:
+        if engine is not db.engine:
+            await engine.dispose()
