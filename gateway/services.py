@@ -140,6 +140,14 @@ def build_services(
     services.scheduler.register(
         Job(PRUNE_EVENTS_JOB, "41 3 * * *", _prune_events(outbox), "forget handled timer events")
     )
+    services.scheduler.register(
+        Job(
+            PRUNE_DELIVERIES_JOB,
+            "23 3 * * *",
+            _prune_deliveries(services.pipeline),
+            "forget webhook delivery ids older than 14 days",
+        )
+    )
     for plugin in PLUGINS:
         connector = plugin.build(services)
         services.connectors[connector.slug] = connector
@@ -147,6 +155,15 @@ def build_services(
 
 
 PRUNE_EVENTS_JOB = "timer_events_prune"
+PRUNE_DELIVERIES_JOB = "webhook_deliveries_prune"
+
+
+def _prune_deliveries(pipeline: WebhookPipeline) -> Callable[[], Awaitable[JobReport]]:
+    async def prune() -> JobReport:
+        removed = await pipeline.deliveries.prune()
+        return JobReport(job=PRUNE_DELIVERIES_JOB, succeeded=1, detail={"removed": removed})
+
+    return prune
 
 
 def _prune_events(outbox: TimerOutbox) -> Callable[[], Awaitable[JobReport]]:

@@ -513,7 +513,7 @@ async def test_prune_job_forgets_old_delivery_ids(gh) -> None:
             )
         )
         await s.commit()
-    report = await gh.app[keys.SCHEDULER].run("github_delivery_prune")
+    report = await gh.app[keys.SCHEDULER].run("webhook_deliveries_prune")
     assert report.outcome == "success" and report.detail == {"removed": 1}
     async with gh.app[keys.DB].sessions() as s:
         left = (await s.execute(select(WebhookDelivery.delivery_id))).scalars().all()

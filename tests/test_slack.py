@@ -438,7 +438,7 @@ async def test_event_retries_are_acknowledged_once(sl) -> None:
     async with sl.app[keys.DB].sessions() as s:
         count = (await s.execute(select(func.count()).select_from(WebhookDelivery))).scalar()
     assert count == 1
-    report = await sl.app[keys.SCHEDULER].run("slack_delivery_prune")
+    report = await sl.app[keys.SCHEDULER].run("webhook_deliveries_prune")
     assert report.outcome == "success" and report.detail["removed"] == 0  # still fresh
 
 

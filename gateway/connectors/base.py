@@ -15,7 +15,7 @@ from gateway.connectors.fields import Field, FieldError, FieldTable, boolean
 from gateway.connectors.http import HttpClient
 from gateway.crypto import SecretBox
 from gateway.db.database import Database
-from gateway.db.models import ConnectorState, Integration, User
+from gateway.db.models import ConnectorState, Integration, Project, User
 from gateway.errors import BadRequest, NotConfigured
 from gateway.settings import Settings
 from gateway.timer.service import TimerService
@@ -418,8 +418,22 @@ class Connector:
             last_error=row.last_error if row else None,
         )
         body.update(await self.facts.read(row.id if row else None))
+        body.update(await self._project_names(config))
         body.update(await self.status_extra(user, row, config))
         return body
+
+    async def _project_names(self, config: Config) -> dict[str, Any]:
+        """`project_name` beside a project field, so a card shows a name rather than an id."""
+        names: dict[str, Any] = {}
+        for f in self.table.fields:
+            project_id = config.get(f.name) if f.project else None
+            if project_id is None:
+                continue
+            async with self.db.sessions() as session:
+                project = await session.get(Project, project_id)
+            key = "project_name" if f.name == "default_project_id" else f"{f.name}_name"
+            names[key] = project.name if project else None
+        return names
 
     # -- save ---------------------------------------------------------------------------------
 

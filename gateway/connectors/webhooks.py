@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 OFFLOAD_HMAC_BYTES = 1024 * 1024  # above this much HMAC work, verification leaves the loop
 SECRET_CACHE_SIZE = 256
 DELIVERY_KEY_MAX = 100  # gateway_webhook_deliveries.delivery_id
+# GitHub redelivers for days at most, Slack for minutes: two weeks is long past both.
+DELIVERY_RETENTION = timedelta(days=14)
 
 
 @dataclass(frozen=True)
@@ -141,13 +143,12 @@ class DeliveryLog:
         result = await session.execute(statement)
         return bool(result.rowcount)
 
-    async def prune(self, provider: str, older_than_seconds: float) -> int:
-        cutoff = utcnow_naive() - timedelta(seconds=older_than_seconds)
+    async def prune(self, older_than: timedelta = DELIVERY_RETENTION) -> int:
+        """Forget keys (of every provider) long after any redelivery could come."""
+        cutoff = utcnow_naive() - older_than
         async with self.db.write_transaction() as session:
             result = await session.execute(
-                delete(WebhookDelivery).where(
-                    WebhookDelivery.provider == provider, WebhookDelivery.received_at < cutoff
-                )
+                delete(WebhookDelivery).where(WebhookDelivery.received_at < cutoff)
             )
             await session.commit()
         return int(result.rowcount or 0)

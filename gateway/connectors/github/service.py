@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 MAX_SYNC_PAGES = 20  # 20 × 50 = 1,000 open issues per sync, a bound on one request's work
 API_VERSION = "2022-11-28"
-DELIVERY_RETENTION_SECONDS = 14 * 24 * 3600
 TOKEN_PAGE = "https://github.com/settings/personal-access-tokens/new"  # noqa: S105 (a URL)
 
 FIELDS = f.FieldTable(
@@ -97,11 +96,6 @@ class GitHubConnector(Connector):
             "github_username": user.github_username,
             "content_types": ["application/json", "application/x-www-form-urlencoded"],
         }
-        project_id = config.get("default_project_id")
-        if project_id is not None:
-            async with self.db.sessions() as session:
-                project = await session.get(Project, project_id)
-            extra["project_name"] = project.name if project else None
         return extra
 
     # -- config -------------------------------------------------------------------------------

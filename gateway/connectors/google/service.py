@@ -184,11 +184,6 @@ class GoogleCalendarConnector(Connector):
             "redirect_uri": self.redirect_uri,
             "missing": missing,
         }
-        project_id = config.get("default_project_id")
-        if project_id is not None:
-            async with self.db.sessions() as session:
-                project = await session.get(Project, project_id)
-            extra["project_name"] = project.name if project else None
         return extra
 
     # -- config -------------------------------------------------------------------------------

@@ -10,14 +10,13 @@ from gateway.connectors.plugin import ConnectorPlugin
 from gateway.connectors.routes import install_common_routes
 from gateway.connectors.slack.handlers import install_routes
 from gateway.connectors.slack.service import SUMMARY_JOB, SUMMARY_SPEC, SlackConnector
-from gateway.scheduler import Job, JobReport
+from gateway.scheduler import Job
 
 KEY: web.AppKey[SlackConnector] = web.AppKey("slack_connector", SlackConnector)
-PRUNE_JOB = "slack_delivery_prune"
 
 
 def build(services: Any) -> SlackConnector:
-    """The connector, its outbox subscriber (notifications), the summary and prune jobs."""
+    """The connector, its outbox subscriber (notifications), the summary job."""
     connector = SlackConnector(services.deps, services.runner, services.events)
     services.outbox.subscribe("slack", connector.on_timer_event)
     services.scheduler.register(
@@ -29,13 +28,6 @@ def build(services: Any) -> SlackConnector:
         )
     )
 
-    async def prune() -> JobReport:
-        removed = await connector.prune_deliveries()
-        return JobReport(job=PRUNE_JOB, succeeded=1, detail={"removed": removed})
-
-    services.scheduler.register(
-        Job(PRUNE_JOB, "41 3 * * *", prune, "forget Slack event ids older than 14 days")
-    )
     return connector
 
 

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
 from gateway.connectors.slack import core
+from gateway.db.database import Database
 from gateway.db.models import Project, Task, TimeEntry, User
 from gateway.errors import BadRequest, Conflict
-from gateway.timeutil import from_wall
+from gateway.timer.service import TimerService
+from gateway.timeutil import Clock, from_wall
 
-if TYPE_CHECKING:
-    from gateway.connectors.slack.service import SlackConnector
+
+class SlackConnector(Protocol):
+    """What the commands use of the connector (gateway/connectors/slack/service.py)."""
+
+    db: Database
+    timer: TimerService
+    clock: Clock
 
 Reply = dict[str, Any]
 CLOSED_TASK_STATUSES = ("done", "cancelled")

@@ -23,7 +23,6 @@ from gateway.connectors.webhooks import (
     Answer,
     Candidate,
     Delivery,
-    DeliveryLog,
     Routed,
     delivery_key,
 )
@@ -42,7 +41,6 @@ SUMMARY_DAY_KEY = "last_summary_day"  # config: the local day whose summary was 
 TEAM_KEY = "team_id"  # config: the workspace seen by the last successful test
 RESPOND_EVENT = "slack.respond"  # EventBus: a reply to a response_url, off the request path
 RESPONSE_URL_HOSTS = ("hooks.slack.com",)
-DELIVERY_RETENTION_SECONDS = 14 * 24 * 3600
 
 FIELDS = f.FieldTable(
     [
@@ -86,7 +84,6 @@ class SlackConnector(Connector):
     ) -> None:
         super().__init__(deps)
         self.runner = runner
-        self.deliveries = DeliveryLog(self.db)
         self.events = events
         self.wall_clock = wall_clock
         if events is not None:
@@ -347,10 +344,6 @@ class SlackConnector(Connector):
 
     async def _event_handler(self, delivery: Delivery) -> None:
         delivery.answer["reply"] = {"ok": True, "event": delivery.event.event_type[:64]}
-
-    async def prune_deliveries(self) -> int:
-        """Forget Events API ids older than Slack's retry horizon (a day at most)."""
-        return await self.deliveries.prune(self.slug, DELIVERY_RETENTION_SECONDS)
 
     def answer(self, delivery: Delivery) -> Answer:
         # Commands and clicks are counted apart from "processed": a processed event clears the
