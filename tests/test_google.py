@@ -60,6 +60,7 @@ class FakeGoogle:
         app.router.add_get("/userinfo", self.userinfo)
         app.router.add_get("/calendar/v3/calendars/{cal}/events", self.list_events)
         app.router.add_post("/calendar/v3/calendars/{cal}/events", self.insert_event)
+        app.router.add_put("/calendar/v3/calendars/{cal}/events/{event}", self.update_event)
         return app
 
     def of(self, path: str) -> list[dict[str, Any]]:
@@ -125,6 +126,17 @@ class FakeGoogle:
         answer = fixture("events.insert.ok")
         answer.update(id=body["id"], summary=body["summary"])
         return web.json_response(answer)
+
+    async def update_event(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append((request.path, "PUT", body))
+        if not self._authorised(request):
+            return web.json_response(fixture("error.401"), status=401)
+        event_id = request.match_info["event"]
+        if event_id not in self.inserted:
+            return web.json_response({"error": {"code": 404, "message": "Not Found"}}, status=404)
+        self.inserted[event_id] = {**body, "id": event_id}
+        return web.json_response({**fixture("events.insert.ok"), "id": event_id})
 
     def event(self, event_id: str) -> dict[str, Any]:
         for item in self.page1["items"] + self.page2["items"]:
@@ -724,6 +736,36 @@ async def test_export_sends_new_entries_once_with_deterministic_ids(connected: G
     body = await g.sync()
     assert body["exported"] == 0 and body["skipped"] >= 1 and body["errors"] == []
     assert len(g.fake.inserted) == 1
+
+
+async def test_an_exported_entry_edited_later_updates_its_event(connected: G) -> None:
+    g = connected
+    await g.save(sync_direction="export")
+    entry = await _entry(g, datetime(2026, 11, 27, 11), datetime(2026, 11, 27, 11, 50), "Draft")
+    gone = await _entry(g, datetime(2026, 11, 27, 11, 5), datetime(2026, 11, 27, 11, 30), "Gone")
+    g.clock.now = NOW + timedelta(hours=1)
+    assert (await g.sync())["exported"] == 2
+    row = await g.row()
+    event_id = core.export_event_id(row.id, entry.id)
+    del g.fake.inserted[core.export_event_id(row.id, gone.id)]  # the user deleted it in Google
+    async with g.db.sessions() as s:  # edited in TimeTracker afterwards
+        for changed in (entry, gone):
+            stored = await s.get(TimeEntry, changed.id)
+            stored.notes = f"{changed.notes} (edited)"
+            stored.end_time = datetime(2026, 11, 27, 11, 55) if changed is entry else stored.end_time
+            stored.updated_at = datetime(2026, 11, 27, 12, 30)
+        await s.commit()
+    g.clock.now = NOW + timedelta(hours=2)
+    body = await g.sync()
+    assert body["updated"] == 1 and body["exported"] == 0 and body["errors"] == []
+    sent = g.fake.inserted[event_id]
+    assert sent["summary"] == "[TT] Website — Draft (edited)"
+    assert sent["end"] == {"dateTime": "2026-11-27T10:55:00Z", "timeZone": "UTC"}
+    assert len(g.fake.inserted) == 1  # the deleted event is not brought back
+    puts = [c for c in g.fake.calls if c[1] == "PUT"]
+    g.clock.now = NOW + timedelta(hours=3)
+    assert (await g.sync())["updated"] == 0  # nothing edited since: no more PUTs
+    assert [c for c in g.fake.calls if c[1] == "PUT"] == puts
 
 
 async def test_exported_events_are_not_imported_back(connected: G) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -783,7 +783,72 @@ class GoogleCalendarConnector(Connector):
                     complete = False
                     continue
             await self._link_export(row.id, event_id, entry)
-        return None, complete
+        stop = await self._export_edits(row, config, app_tz, counts)
+        return stop, complete and stop is None
+
+    async def _export_edits(
+        self, row: Integration, config: Config, app_tz: tzinfo, counts: dict[str, Any]
+    ) -> str | None:
+        """Exported entries edited in TimeTracker since: their events follow (PUT).
+
+        An event the user deleted in Google (404/410) is not brought back; its link remembers
+        the edit so it is not tried again.
+        """
+        async with self.db.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(CalendarLink, TimeEntry, Project.name, Task.name)
+                    .join(TimeEntry, TimeEntry.id == CalendarLink.entry_id)
+                    .outerjoin(Project, Project.id == TimeEntry.project_id)
+                    .outerjoin(Task, Task.id == TimeEntry.task_id)
+                    .where(
+                        CalendarLink.integration_id == row.id,
+                        CalendarLink.direction == "export",
+                        TimeEntry.end_time.is_not(None),
+                        CalendarLink.entry_updated_at.is_not(None),
+                        TimeEntry.updated_at > CalendarLink.entry_updated_at,
+                    )
+                    .order_by(TimeEntry.updated_at)
+                    .limit(EXPORT_BATCH)
+                )
+            ).all()
+        calendar_id = config.get("calendar_id") or "primary"
+        for link, entry, project_name, task_name in rows:
+            try:
+                body = core.export_event_body(
+                    core.ExportEntry(
+                        id=entry.id,
+                        start_time=entry.start_time,
+                        end_time=entry.end_time,
+                        project_name=project_name or "",
+                        task_name=task_name,
+                        notes=entry.notes,
+                    ),
+                    app_tz,
+                )
+            except ValueError:
+                continue
+            url = self.settings.google_calendar_api_url + core.event_path(
+                calendar_id, link.event_id
+            )
+            answer = await self.api(row.id, "PUT", url, json_body=body)
+            if answer.ok:
+                counts["updated"] += 1
+            else:
+                error = core.classify_api_error(answer.status, answer.data)
+                if error.kind not in {"not_found", "gone"}:
+                    if error.kind in EXPORT_STOPS:
+                        return error.message
+                    counts["errors"].append(f"entry {entry.id}: {error.message}")
+                    continue
+            async with self.db.write_transaction() as session:
+                await session.execute(
+                    update(CalendarLink)
+                    .where(CalendarLink.id == link.id)
+                    .values(entry_updated_at=entry.updated_at)
+                )
+                await session.commit()
+        return None
 
     async def _link_export(self, integration_id: int, event_id: str, entry: TimeEntry) -> None:
         async with self.db.write_transaction() as session:
