@@ -61,6 +61,7 @@ class FakeGoogle:
         app.router.add_get("/calendar/v3/calendars/{cal}/events", self.list_events)
         app.router.add_post("/calendar/v3/calendars/{cal}/events", self.insert_event)
         app.router.add_put("/calendar/v3/calendars/{cal}/events/{event}", self.update_event)
+        app.router.add_get("/calendar/v3/users/me/calendarList", self.calendar_list)
         return app
 
     def of(self, path: str) -> list[dict[str, Any]]:
@@ -126,6 +127,22 @@ class FakeGoogle:
         answer = fixture("events.insert.ok")
         answer.update(id=body["id"], summary=body["summary"])
         return web.json_response(answer)
+
+    async def calendar_list(self, request: web.Request) -> web.Response:
+        self.calls.append((request.path, "GET", dict(request.query)))
+        if not self._authorised(request):
+            return web.json_response(fixture("error.401"), status=401)
+        assert request.query["minAccessRole"] == "writer"
+        return web.json_response(
+            {
+                "kind": "calendar#calendarList",
+                "items": [
+                    {"id": "team@group.calendar.google.com", "summary": "Team"},
+                    {"id": "alice@example.com", "summary": "Alice", "primary": True},
+                    {"summary": "no id: skipped"},
+                ],
+            }
+        )
 
     async def update_event(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -766,6 +783,17 @@ async def test_an_exported_entry_edited_later_updates_its_event(connected: G) ->
     g.clock.now = NOW + timedelta(hours=3)
     assert (await g.sync())["updated"] == 0  # nothing edited since: no more PUTs
     assert [c for c in g.fake.calls if c[1] == "PUT"] == puts
+
+
+async def test_the_card_picks_from_the_users_calendars(connected: G) -> None:
+    g = connected
+    answer = await g.client.get("/api/integrations/google/calendars", headers=g.headers)
+    assert answer.status == 200
+    body = await answer.json()
+    assert body["calendars"] == [
+        {"id": "alice@example.com", "summary": "Alice", "primary": True},
+        {"id": "team@group.calendar.google.com", "summary": "Team", "primary": False},
+    ]
 
 
 async def test_exported_events_are_not_imported_back(connected: G) -> None:

@@ -71,7 +71,13 @@ def install_routes(app: web.Application, google: GoogleCalendarConnector) -> Non
         status, answer = await google.sync(principal_of(request).user)
         return web.json_response(answer, status=status)
 
+    @protected("read:integrations")
+    async def calendars(request: web.Request) -> web.Response:
+        status, answer = await google.calendars(principal_of(request).user)
+        return web.json_response(answer, status=status)
+
     app.router.add_get("/integrations/google/connect", connect, name="google_connect")
+    app.router.add_get("/api/integrations/google/calendars", calendars, name="google_calendars")
     app.router.add_get("/integrations/google/callback", callback, name="google_callback")
     app.router.add_post(
         "/integrations/google/disconnect", disconnect_form, name="google_disconnect_form"

@@ -450,6 +450,35 @@ class GoogleCalendarConnector(Connector):
 
     # -- sync ---------------------------------------------------------------------------------
 
+    async def calendars(self, user: User) -> tuple[int, dict[str, Any]]:
+        """The user's calendars they may write to, for the card's picker (calendarList)."""
+        row = await self.store.require_active(user.id)
+        try:
+            answer = await self.api(
+                row.id,
+                "GET",
+                self.settings.google_calendar_api_url + "/users/me/calendarList",
+                params={"minAccessRole": "writer", "maxResults": "250"},
+            )
+        except TokenUnavailable as exc:
+            return 409, {"ok": False, "error": exc.message, "reconnect_required": exc.reconnect}
+        if not answer.ok or not isinstance(answer.data, dict):
+            error = core.classify_api_error(answer.status, answer.data)
+            return 502, {"ok": False, "error": error.message}
+        calendars = []
+        for item in answer.data.get("items") or []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                summary = item.get("summaryOverride") or item.get("summary") or item["id"]
+                calendars.append(
+                    {
+                        "id": item["id"],
+                        "summary": str(summary)[:200],
+                        "primary": item.get("primary") is True,
+                    }
+                )
+        calendars.sort(key=lambda c: (not c["primary"], c["summary"].lower()))
+        return 200, {"ok": True, "calendars": calendars}
+
     def eligible(self, row: Integration) -> bool:
         """Scheduled runs skip integrations that need a new consent (never retried in a loop)."""
         config = row.config or {}
