@@ -60,7 +60,7 @@ class FakeGoogle:
         app.router.add_get("/userinfo", self.userinfo)
         app.router.add_get("/calendar/v3/calendars/{cal}/events", self.list_events)
         app.router.add_post("/calendar/v3/calendars/{cal}/events", self.insert_event)
-        app.router.add_put("/calendar/v3/calendars/{cal}/events/{event}", self.update_event)
+        app.router.add_patch("/calendar/v3/calendars/{cal}/events/{event}", self.update_event)
         app.router.add_get("/calendar/v3/users/me/calendarList", self.calendar_list)
         return app
 
@@ -146,13 +146,13 @@ class FakeGoogle:
 
     async def update_event(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.calls.append((request.path, "PUT", body))
+        self.calls.append((request.path, "PATCH", body))
         if not self._authorised(request):
             return web.json_response(fixture("error.401"), status=401)
         event_id = request.match_info["event"]
         if event_id not in self.inserted:
             return web.json_response({"error": {"code": 404, "message": "Not Found"}}, status=404)
-        self.inserted[event_id] = {**body, "id": event_id}
+        self.inserted[event_id] = {**self.inserted[event_id], **body, "id": event_id}
         return web.json_response({**fixture("events.insert.ok"), "id": event_id})
 
     def event(self, event_id: str) -> dict[str, Any]:
@@ -779,10 +779,10 @@ async def test_an_exported_entry_edited_later_updates_its_event(connected: G) ->
     assert sent["summary"] == "[TT] Website — Draft (edited)"
     assert sent["end"] == {"dateTime": "2026-11-27T10:55:00Z", "timeZone": "UTC"}
     assert len(g.fake.inserted) == 1  # the deleted event is not brought back
-    puts = [c for c in g.fake.calls if c[1] == "PUT"]
+    puts = [c for c in g.fake.calls if c[1] == "PATCH"]
     g.clock.now = NOW + timedelta(hours=3)
     assert (await g.sync())["updated"] == 0  # nothing edited since: no more PUTs
-    assert [c for c in g.fake.calls if c[1] == "PUT"] == puts
+    assert [c for c in g.fake.calls if c[1] == "PATCH"] == puts
 
 
 async def test_the_card_picks_from_the_users_calendars(connected: G) -> None:

@@ -53,7 +53,9 @@ class Database:
         self.is_postgres = url.startswith("postgresql")
         self.dialect = "postgresql" if self.is_postgres else "sqlite"
         self.timeout = timeout
-        kwargs: dict[str, object] = {"echo": echo}
+        # hide_parameters: a database error's text (which may reach a log or a card's
+        # last_error) never carries the statement's values.
+        kwargs: dict[str, object] = {"echo": echo, "hide_parameters": True}
         # A scheduled job works on `job_concurrency` integrations at once, each in its own
         # session: the pool holds that many beside the steady ones that requests use, so the
         # bound can be used without starving requests (or the job waiting on the pool).

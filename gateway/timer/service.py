@@ -194,12 +194,16 @@ class TimerService:
         self._publish(TIMER_STARTED, view, user, project.name, task.name if task else None)
         return view
 
-    async def stop(self, user: User) -> dict[str, Any]:
+    async def stop(self, user: User, entry_id: int | None = None) -> dict[str, Any]:
+        """Stop the running timer; with `entry_id`, only if that entry is the one running
+        (checked under the lock: a Stop button never stops a timer started since)."""
         async with self.db.sessions() as session:
             async with self.db.xact_lock(session, "timer", user.id):
                 entry = await self.running(session, user.id)
                 if entry is None:
                     raise Conflict("No timer is running")
+                if entry_id is not None and entry.id != entry_id:
+                    raise Conflict("That timer is no longer running")
                 app_tz, rounding = await self.db.app_settings(session)
                 moment = self.clock()
                 end_wall = to_wall(moment, app_tz)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.connectors import fields as f
@@ -93,6 +93,10 @@ CONNECT_MESSAGES = {
     ),
     "userinfo_failed": "Google did not tell us which account was connected; please try again.",
     "state_reused": core.CALLBACK_MESSAGES["state_unknown"],
+    "storage_failed": (
+        "Google connected, but the gateway could not store the tokens (its database did not "
+        "answer); it is safe to connect again in a moment."
+    ),
 }
 
 
@@ -290,7 +294,11 @@ class GoogleCalendarConnector(Connector):
             row.is_active = True
             row.last_error = None
 
-        await self.store.change(user.id, mutate)
+        try:
+            await self.store.change(user.id, mutate)
+        except (SQLAlchemyError, OSError):
+            log.warning("google: storing the tokens of user %s failed", user.id, exc_info=True)
+            return "storage_failed"
         log.info("google: user %s connected Google Calendar", user.id)
         return None
 
@@ -860,7 +868,9 @@ class GoogleCalendarConnector(Connector):
             url = self.settings.google_calendar_api_url + core.event_path(
                 calendar_id, link.event_id
             )
-            answer = await self.api(row.id, "PUT", url, json_body=body)
+            # PATCH: the fields the gateway writes follow the entry; what the user added to the
+            # event in Google (a description, guests) stays.
+            answer = await self.api(row.id, "PATCH", url, json_body=body)
             if answer.ok:
                 counts["updated"] += 1
             else:

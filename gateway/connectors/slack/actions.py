@@ -143,7 +143,7 @@ async def stop_button(slack: SlackConnector, user: User, action: core.BlockActio
     if entry is None or entry.end_time is not None or running is None or running.id != entry.id:
         return core.reply_stop_stale()
     try:
-        stopped = await slack.timer.stop(user)
+        stopped = await slack.timer.stop(user, entry_id=entry.id)
     except Conflict:
         return core.reply_stop_stale()
     project, task = await _names(slack, stopped)
