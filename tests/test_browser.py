@@ -360,12 +360,11 @@ async def test_github_card_connects_shows_secret_once_and_explains_errors(
         re.compile(r"/api/integrations/github/webhook\?integration=\d+$")
     )
     await also_scan(page, "connected card")
-    for theme in ("light", "dark"):  # the pictures in docs/
+    for theme in ("light", "dark"):
         await page.goto(f"{base}/?theme={theme}")
         await expect(summary).to_have_text("octo-org/website → Website")
         await page.locator("#github-webhook-details summary").click()
         await also_scan(page, f"connected card, {theme}")
-        save_screenshot(f"cards-{theme}.png", await page.locator("#main").screenshot())
     await page.goto(base + "/")
     await card.get_by_role("button", name="Edit").click()
     await expect(page.locator("#github-config-form")).to_be_visible()
@@ -1185,4 +1184,80 @@ async def test_google_card_when_the_administrator_has_not_set_it_up(
     await expect(message).to_have_attribute("role", "alert")
     await page.wait_for_url(base + "/")
     await also_scan(page, "google, not set up")
+    log.expect_clean()
+
+
+async def test_all_three_cards_connected_light_and_dark(
+    aiohttp_server, settings, fake_github, page: Page
+) -> None:
+    """The page as docs/screenshots shows it: GitHub, Google Calendar and Slack connected; no
+    serious axe finding and a clean console in both themes."""
+    from tests.test_google import _google_settings
+    from tests.test_slack import BOT_TOKEN, CHANNEL, SECRET, FakeSlack
+
+    github, github_url = fake_github
+    github.token = GITHUB_TOKEN
+    slack = FakeSlack()
+    slack_url = str((await aiohttp_server(slack.app())).make_url("")).rstrip("/")
+    _google, google_url, _consents = await google_with_consent(aiohttp_server)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(
+        _google_settings(
+            replace(settings, public_url=base, github_api_url=github_url, slack_api_url=slack_url),
+            google_url,
+        )
+    )
+    await aiohttp_server(app, port=port)
+    made = Made(app)
+    await made.user("alice", full_name="Alice Liddell")
+    website = await made.project("Website")
+    meetings = await made.project("Meetings")
+    log = PageLog(page)
+
+    await sign_in(page, base, "alice")
+    await page.wait_for_url(base + "/")
+    await expect(page.locator("#card-github [data-status-badge]")).to_have_text("Not configured")
+    await page.evaluate(
+        """async ([website, channel, token, secret, github]) => {
+          await TT.api('/api/integrations/github/config', {body: {
+            github_token: github, repo_owner: 'octo-org', repo_name: 'website',
+            default_project_id: website}});
+          await TT.api('/api/integrations/github/test', {body: {}});
+          await TT.api('/api/integrations/slack/config', {body: {
+            bot_token: token, signing_secret: secret, channel_id: channel,
+            linked_slack_user_id: 'U2147483697', daily_summary: true}});
+          await TT.api('/api/integrations/slack/test', {body: {}});
+        }""",
+        [website.id, CHANNEL, BOT_TOKEN, SECRET, GITHUB_TOKEN],
+    )
+    await page.click("#google-connect")
+    await page.click("#allow")
+    await page.wait_for_url(base + "/")
+    await page.evaluate(
+        """async (project) => {
+          await TT.api('/api/integrations/google/config', {body: {default_project_id: project}});
+          await TT.api('/api/integrations/google/sync', {body: {}});
+        }""",
+        meetings.id,
+    )
+
+    for theme in ("light", "dark"):  # the pictures in docs/
+        await page.goto(f"{base}/?theme={theme}")
+        for name in ("github", "google", "slack"):
+            card = page.locator(f"#card-{name}")
+            await expect(card.locator("[data-status-badge]")).to_have_text("Connected")
+        await expect(page.locator("#card-google [data-card-detail]")).to_contain_text(
+            "Connected as alice@example.com · last sync just now"
+        )
+        await expect(page.locator("#card-slack [data-card-detail]")).to_contain_text(
+            "Connected as grace"
+        )
+        await expect(page.locator("#card-github [data-summary]")).to_have_text(
+            "octo-org/website → Website"
+        )
+        await expect(page.locator("#github-project")).to_have_attribute("data-projects", "loaded")
+        violations = await serious_violations(page) if AXE.exists() else []
+        assert violations == [], (theme, violations)
+        save_screenshot(f"cards-{theme}.png", await page.locator("#main").screenshot())
     log.expect_clean()
