@@ -947,7 +947,13 @@ async def test_slack_card_saves_tests_copies_and_disconnects(
     await expect(summary.locator("p").first).to_have_text(
         f"Posts to {CHANNEL} · bot grace", use_inner_text=True
     )
-    await expect(summary).to_contain_text("Daily summary at 17:30.")
+    await expect(summary.locator("dl")).to_have_text(
+        re.compile(
+            r"Timer start\s*Posted, with a Stop button\s*Timer stop\s*Posted\s*"
+            r"Daily summary\s*At 17:30\s*/tt acts for\s*Slack member U2147483697"
+        ),
+        use_inner_text=True,
+    )
     await expect(page.locator("#slack-config-form")).to_be_hidden()
     await page.locator("#slack-app-details > summary").click()
     await expect(page.locator("#slack-events-url-summary")).to_have_text(wanted)
@@ -1074,6 +1080,8 @@ async def test_google_card_connects_through_the_consent_and_back(
     connect = page.locator("#google-connect")
     await expect(connect).to_be_visible()
     await expect(connect).to_have_attribute("href", PREFIX + "/integrations/google/connect")
+    # The whole window goes: Google's consent screen refuses to show in an embedding iframe.
+    await expect(connect).to_have_attribute("target", "_top")
     await also_scan(page, "google, not connected")
 
     # Connect: off to the consent screen, with the gateway's client, redirect URI and PKCE.

@@ -154,7 +154,8 @@
 
   function reconnectAction(card) {
     var href = card && card.getAttribute('data-connect-url');
-    return href ? { label: 'Reconnect', href: href } : null;
+    // The whole window: Google's consent screen refuses to show inside an iframe.
+    return href ? { label: 'Reconnect', href: href, top: true } : null;
   }
 
   function sentence(text) {
@@ -352,6 +353,8 @@
     if (action.external) {
       link.target = '_blank';
       link.rel = 'noopener noreferrer';
+    } else if (action.top) {
+      link.target = '_top';
     } else if (body.hasAttribute('data-embedded')) {
       link.target = '_self';
     }
