@@ -360,12 +360,11 @@ async def test_github_card_connects_shows_secret_once_and_explains_errors(
         re.compile(r"/api/integrations/github/webhook\?integration=\d+$")
     )
     await also_scan(page, "connected card")
-    for theme in ("light", "dark"):  # the pictures in docs/
+    for theme in ("light", "dark"):
         await page.goto(f"{base}/?theme={theme}")
         await expect(summary).to_have_text("octo-org/website → Website")
         await page.locator("#github-webhook-details summary").click()
         await also_scan(page, f"connected card, {theme}")
-        save_screenshot(f"cards-{theme}.png", await page.locator("#main").screenshot())
     await page.goto(base + "/")
     await card.get_by_role("button", name="Edit").click()
     await expect(page.locator("#github-config-form")).to_be_visible()
@@ -878,20 +877,6 @@ async def test_sign_in_inside_a_cross_site_iframe(aiohttp_server, settings, tmp_
             await chromium.close()
 
 
-async def accept_dialog(page: Page, expected: str) -> list[str]:
-    """Accept the next confirm() and remember its text (an unhandled one is dismissed)."""
-    seen: list[str] = []
-
-    async def handle(dialog) -> None:  # type: ignore[no-untyped-def]
-        seen.append(dialog.message)
-        assert expected in dialog.message
-        await dialog.accept()
-
-    page.once("dialog", handle)
-    return seen
-
-
-@pytest.mark.skip(reason="written for the card frame before the shared one; being ported")
 async def test_slack_card_saves_tests_copies_and_disconnects(
     aiohttp_server, settings, page: Page
 ) -> None:
@@ -904,57 +889,383 @@ async def test_slack_card_saves_tests_copies_and_disconnects(
     base = str(server.make_url("")).rstrip("/")
     await Made(app).user("alice", full_name="Alice Liddell")
     await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    log = PageLog(page)
 
     await sign_in(page, base, "alice")
     await page.wait_for_url(base + "/")
     card = page.locator("#card-slack")
     badge = card.locator("[data-status-badge]")
+    detail = card.locator("[data-card-detail]")
+    message = card.locator("[data-card-message]")
     await expect(badge).to_have_text("Not configured")
+    await expect(card).to_have_attribute("data-state", "unconfigured")
+    await expect(card.locator("[data-card-summary]")).to_be_hidden()
+    await expect(page.locator("#slack-config-form")).to_be_visible()
     await expect(page.locator("#slack-notify-start")).to_be_checked()  # the defaults
     await expect(page.locator("#slack-daily-summary")).not_to_be_checked()
     await expect(page.locator("#slack-summary-time")).to_have_value("18:00")
 
+    # Before any token: the Request URL (whole) and the manifest, to create the Slack app.
+    wanted = settings.public_url.rstrip("/") + "/api/integrations/slack/events"
+    events_url = page.locator("#slack-events-url")
+    await expect(events_url).to_have_text(wanted)
+    await page.click("#slack-events-url-copy")
+    assert await page.evaluate("navigator.clipboard.readText()") == wanted
+    await card.locator("#slack-setup summary", has_text="App manifest").click()
+    await page.click("#slack-manifest-copy")
+    manifest = json.loads(await page.evaluate("navigator.clipboard.readText()"))
+    assert manifest["features"]["slash_commands"][0]["command"] == "/tt"
+    assert manifest["features"]["slash_commands"][0]["url"] == wanted
+    await also_scan(page, "slack, not configured")
+
+    # A save without the secrets: Incomplete, naming what is missing.
+    await page.fill("#slack-channel", CHANNEL)
+    await page.click("#slack-save")
+    await expect(message).to_have_text(
+        "Saved. To connect, add the bot token and the signing secret."
+    )
+    await expect(badge).to_have_text("Incomplete")
+    await expect(detail).to_have_text("To connect, add the bot token and the signing secret.")
+
+    # The secrets: the save checks the new token at once (a test post in the channel).
     await page.fill("#slack-bot-token", BOT_TOKEN)
     await page.fill("#slack-signing-secret", SECRET)
-    await page.fill("#slack-channel", CHANNEL)
     await page.fill("#slack-user-id", "u2147483697")
     await page.check("#slack-daily-summary")
     await page.fill("#slack-summary-time", "17:30")
     await page.click("#slack-save")
-    message = card.locator("#slack-config-form [data-form-message]")
-    await expect(message).to_have_text("Saved")
-    await expect(badge).to_have_text("Active")
-    await expect(page.locator("#slack-bot-token")).to_have_value("")  # never echoed back
-    await expect(page.locator("#slack-user-id")).to_have_value("U2147483697")
-
-    # The Request URL and the manifest, to paste into Slack.
-    events_url = page.locator("#slack-events-url")
-    wanted = settings.public_url.rstrip("/") + "/api/integrations/slack/events"
-    await expect(events_url).to_have_value(wanted)
-    await card.locator("[data-copy='#slack-events-url']").click()
-    assert await page.evaluate("navigator.clipboard.readText()") == wanted
-    await card.locator("summary", has_text="App manifest").click()
-    manifest = json.loads(await page.locator("#slack-manifest").input_value())
-    assert manifest["features"]["slash_commands"][0]["command"] == "/tt"
-
-    # Test: the bot user of the token, and a test post in the channel.
-    await page.click("#slack-test")
-    await expect(message).to_have_text("Connected to Slack as grace")
+    await expect(message).to_have_text("Connected to Slack as grace.")
+    await expect(badge).to_have_text("Connected")
+    await expect(card).to_have_attribute("data-state", "connected")
+    await expect(detail).to_have_text(re.compile(r"^Connected as grace · checked just now"))
     assert [post["channel"] for post in fake.posts] == [CHANNEL]
+    await expect(page.locator("#slack-bot-token")).to_have_value("")  # never echoed back
+
+    # Compact: the summary, the form behind Edit.
+    summary = card.locator("[data-card-summary]")
+    await expect(summary).to_be_visible()
+    await expect(summary.locator("p").first).to_have_text(
+        f"Posts to {CHANNEL} · bot grace", use_inner_text=True
+    )
+    await expect(summary.locator("dl")).to_have_text(
+        re.compile(
+            r"Timer start\s*Posted, with a Stop button\s*Timer stop\s*Posted\s*"
+            r"Daily summary\s*At 17:30\s*/tt acts for\s*Slack member U2147483697"
+        ),
+        use_inner_text=True,
+    )
+    await expect(page.locator("#slack-config-form")).to_be_hidden()
+    await page.locator("#slack-app-details > summary").click()
+    await expect(page.locator("#slack-events-url-summary")).to_have_text(wanted)
+    await also_scan(page, "slack, connected")
 
     # Reload: settings read back, secrets only as "saved".
     await page.reload()
-    await expect(badge).to_have_text("Active")
+    await expect(badge).to_have_text("Connected")
+    await card.get_by_role("button", name="Edit").click()
+    await expect(page.locator("#slack-config-form")).to_be_visible()
+    await expect(page.locator("#slack-setup")).to_be_hidden()
+    await expect(page.locator("#slack-user-id")).to_have_value("U2147483697")
     await expect(page.locator("#slack-summary-time")).to_have_value("17:30")
     await expect(page.locator("#slack-daily-summary")).to_be_checked()
     await expect(page.locator("#slack-bot-token")).to_have_attribute(
         "placeholder", "Token saved · leave blank to keep it"
     )
     assert BOT_TOKEN not in await page.content()
+    await card.get_by_role("button", name="Cancel").click()
+    await expect(page.locator("#slack-config-form")).to_be_hidden()
 
-    # Disconnect (after a confirm): inactive, the channel kept.
-    seen = await accept_dialog(page, "Disconnect Slack?")
+    # Slack's refusals are sentences with the next step, shown on the card at once.
+    for mode, words in (
+        ("channel_not_found", f"Slack does not know channel {CHANNEL}: check the channel ID"),
+        ("not_in_channel", f"The bot is not in channel {CHANNEL}: invite it with /invite"),
+    ):
+        fake.mode = mode
+        await page.click("#slack-test")
+        await expect(badge).to_have_text("Needs attention")
+        await expect(message).to_have_attribute("role", "alert")
+        await expect(message).to_contain_text(words)
+        await expect(detail).to_contain_text(words)
+    fake.mode = "invalid_auth"
+    await page.click("#slack-test")
+    await expect(message).to_contain_text("Slack rejected the bot token: copy the Bot User OAuth")
+    link = message.get_by_role("link", name="Open your Slack apps")
+    await expect(link).to_have_attribute("href", "https://api.slack.com/apps")
+    await also_scan(page, "slack, needs attention")
+    # A good answer again clears it; the old message is replaced, not stacked.
+    fake.mode = "ok"
+    await page.click("#slack-test")
+    await expect(badge).to_have_text("Connected")
+    await expect(message).to_have_text("Connected to Slack as grace.")
+
+    # Disconnect through the frame's inline confirm: Cancel keeps everything...
+    await page.click("#slack-disconnect-start")
+    confirm = page.locator("#card-slack-disconnect")
+    await expect(confirm).to_contain_text("Disconnect Slack?")
+    await confirm.get_by_role("button", name="Cancel").click()
+    await expect(confirm).to_be_hidden()
+    await expect(badge).to_have_text("Connected")
+    # ...Disconnect wipes the secrets and keeps the settings.
+    await page.click("#slack-disconnect-start")
     await page.click("#slack-disconnect")
-    await expect(badge).not_to_have_text("Active")
-    assert seen
+    await expect(message).to_contain_text("Disconnected. Your settings are kept")
+    await expect(badge).to_have_text("Incomplete")
+    await expect(detail).to_have_text("To connect, add the bot token and the signing secret.")
+    await expect(page.locator("#slack-config-form")).to_be_visible()
     await expect(page.locator("#slack-channel")).to_have_value(CHANNEL)
+    await expect(page.locator("#slack-bot-token")).not_to_have_attribute(
+        "placeholder", "Token saved · leave blank to keep it"
+    )
+    status = await page.evaluate("TT.api('/api/integrations/slack/status')")
+    assert status["has_bot_token"] is False and status["has_signing_secret"] is False
+    assert status["is_active"] is False and status["channel_id"] == CHANNEL
+    log.expect_clean()
+
+
+async def google_with_consent(aiohttp_server):  # type: ignore[no-untyped-def]
+    """tests/test_google.py's fake Google plus its consent screen at /auth, reduced to an Allow
+    link back to the redirect URI; (fake, its URL, the consent requests seen)."""
+    from tests.test_google import CODE, FakeGoogle
+
+    fake = FakeGoogle()
+    consent_app = fake.app()
+    consents: list[dict[str, str]] = []
+
+    async def consent(request: web.Request) -> web.Response:
+        consents.append(dict(request.query))
+        back = URL(request.query["redirect_uri"]).with_query(
+            state=request.query["state"], code=CODE
+        )
+        html = (
+            "<!doctype html><html lang='en'><head><title>Sign in with Google</title>"
+            "<link rel='icon' href='data:,'></head><body><main><h1>Allow access?</h1>"
+            f"<a id='allow' href='{back}'>Allow</a></main></body></html>"
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    consent_app.router.add_get("/auth", consent)
+    url = str((await aiohttp_server(consent_app)).make_url("")).rstrip("/")
+    return fake, url, consents
+
+
+async def test_google_card_connects_through_the_consent_and_back(
+    aiohttp_server, settings, page: Page
+) -> None:
+    """Connect behind the path prefix: the gateway sends the browser to (a fake) Google's
+    consent page, which sends it back to the callback; the card then says Connected as the
+    account's email. Then Edit, Save, Sync now, Test and the frame's Disconnect."""
+    from tests.test_google import _google_settings
+
+    fake, google, consents = await google_with_consent(aiohttp_server)
+    upstream: dict[str, str] = {}
+    proxy = await aiohttp_server(prefix_proxy(PREFIX, upstream))
+    public = str(proxy.make_url(PREFIX))
+    app = create_app(_google_settings(replace(settings, public_url=public), google))
+    server = await aiohttp_server(app)
+    upstream["url"] = str(server.make_url("")).rstrip("/")
+    made = Made(app)
+    await made.user("alice")
+    await made.project("Website")
+    log = PageLog(page)
+
+    await sign_in(page, public, "alice")
+    await page.wait_for_url(public + "/")
+    card = page.locator("#card-google")
+    badge = card.locator("[data-status-badge]")
+    detail = card.locator("[data-card-detail]")
+    message = card.locator("[data-card-message]")
+    await expect(badge).to_have_text("Not configured")
+    await expect(page.locator("#google-not-set-up")).to_be_hidden()
+    await expect(page.locator("#google-config-form")).to_be_hidden()
+    connect = page.locator("#google-connect")
+    await expect(connect).to_be_visible()
+    await expect(connect).to_have_attribute("href", PREFIX + "/integrations/google/connect")
+    # The whole window goes: Google's consent screen refuses to show in an embedding iframe.
+    await expect(connect).to_have_attribute("target", "_top")
+    await also_scan(page, "google, not connected")
+
+    # Connect: off to the consent screen, with the gateway's client, redirect URI and PKCE.
+    await connect.click()
+    await page.wait_for_url(re.compile("^" + re.escape(google) + "/auth"))
+    asked = consents[-1]
+    assert asked["client_id"] == "123-abc.apps.googleusercontent.com"
+    assert asked["redirect_uri"] == public + "/integrations/google/callback"
+    assert asked["code_challenge_method"] == "S256" and asked["state"]
+    await page.click("#allow")
+
+    # Back on the cards page (prefix kept): connected as the account, said once.
+    await page.wait_for_url(public + "/")  # ?google=connected leaves the address once shown
+    await expect(message).to_have_text("Google Calendar is connected.")
+    await expect(badge).to_have_text("Connected")
+    await expect(card).to_have_attribute("data-state", "connected")
+    await expect(detail).to_contain_text("Connected as alice@example.com")
+    await expect(detail).to_contain_text("to sync, add a project for imported events (Edit)")
+    summary = card.locator("[data-card-summary]")
+    await expect(summary).to_contain_text("alice@example.com")
+    await expect(summary).to_contain_text("Import events as time entries")
+    await expect(summary).to_contain_text("None yet: choose one (Edit)")
+    await expect(page.locator("#google-reconnect")).to_be_hidden()
+    await also_scan(page, "google, connected")
+
+    # Edit: the project picker like GitHub's; Save; the summary names the project.
+    await card.get_by_role("button", name="Edit").click()
+    await expect(page.locator("#google-config-form")).to_be_visible()
+    await expect(page.locator("#google-connect")).to_be_hidden()
+    await expect(page.locator("#google-calendar-id")).to_have_value("primary")
+    await expect(page.locator("#google-days-back")).to_have_value(re.compile(r"^\d+$"))
+    await page.locator("#google-project").select_option(label="Website")
+    await page.locator("#google-direction").select_option("both")
+    await page.click("#google-save")
+    await expect(message).to_have_text("Saved.")
+    await expect(page.locator("#google-config-form")).to_be_hidden()
+    await expect(summary).to_contain_text("Website")
+    await expect(summary).to_contain_text("Both: import and export")
+    await expect(detail).not_to_contain_text("to sync, add")
+
+    # Sync now and Test against the fake Google.
+    await page.click("#google-sync")
+    await expect(message).to_have_text(
+        re.compile(r"^Sync finished: \d+ imported, \d+ updated, \d+ exported, \d+ skipped\.$")
+    )
+    await expect(detail).to_contain_text("last sync just now")
+    await page.click("#google-test")
+    await expect(message).to_have_text("Connected to Google as alice@example.com.")
+    await expect(badge).to_have_text("Connected")
+
+    # Google revokes the grant: Needs attention, with Reconnect.
+    fake.valid.clear()
+    fake.invalid_grant = True
+    await page.click("#google-sync")
+    await expect(badge).to_have_text("Needs attention")
+    await expect(message).to_contain_text("no longer accepts this connection")
+    await expect(message.get_by_role("link", name="Reconnect")).to_have_attribute(
+        "href", PREFIX + "/integrations/google/connect"
+    )
+    await expect(page.locator("#google-reconnect")).to_be_visible()
+    await also_scan(page, "google, reconnect required")
+
+    # Disconnect through the frame's confirm: revoked at Google, the settings kept.
+    revokes = len(fake.of("/revoke"))
+    await page.click("#google-disconnect-start")
+    await expect(page.locator("#card-google-disconnect")).to_contain_text("revoked at Google")
+    await page.click("#google-disconnect")
+    await expect(message).to_contain_text("Disconnected: Google's access was revoked.")
+    await expect(badge).to_have_text("Incomplete")
+    await expect(detail).to_have_text("To connect, add your Google account (Connect).")
+    await expect(connect).to_be_visible()
+    assert len(fake.of("/revoke")) == revokes + 1
+    status = await page.evaluate("TT.api('/api/integrations/google/status')")
+    assert status["has_refresh_token"] is False and status["sync_direction"] == "both"
+    # The revoked grant's Sync answers 409 (reconnect_required), which the console logs.
+    log.expect_clean("/api/integrations/google/sync", "status of 409")
+
+
+async def test_google_card_when_the_administrator_has_not_set_it_up(
+    aiohttp_server, app, made: Made, page: Page
+) -> None:
+    await made.user("alice")
+    server = await aiohttp_server(app)
+    base = str(server.make_url("")).rstrip("/")
+    log = PageLog(page)
+
+    await sign_in(page, base, "alice")
+    await page.wait_for_url(base + "/")
+    card = page.locator("#card-google")
+    await expect(card.locator("[data-status-badge]")).to_have_text("Not configured")
+    notice = page.locator("#google-not-set-up")
+    await expect(notice).to_be_visible()
+    await expect(notice).to_contain_text("has not set up Google sign-in")
+    await expect(notice).to_contain_text("GOOGLE_CLIENT_ID")
+    await expect(notice).to_contain_text("GOOGLE_CLIENT_SECRET")
+    await expect(page.locator("#google-redirect-uri")).to_have_text(
+        "http://127.0.0.1:8080/integrations/google/callback"
+    )
+    await expect(page.locator("#google-connect")).to_be_hidden()
+    await expect(card.get_by_role("link", name=re.compile("Connect"))).to_have_count(0)
+
+    # A consent that came back with an error: the card's message says it in words, once.
+    await page.goto(base + "/?google_error=access_denied")
+    message = card.locator("[data-card-message]")
+    await expect(message).to_have_text(
+        "You declined access to Google Calendar, so nothing was connected."
+    )
+    await expect(message).to_have_attribute("role", "alert")
+    await page.wait_for_url(base + "/")
+    await also_scan(page, "google, not set up")
+    log.expect_clean()
+
+
+async def test_all_three_cards_connected_light_and_dark(
+    aiohttp_server, settings, fake_github, page: Page
+) -> None:
+    """The page as docs/screenshots shows it: GitHub, Google Calendar and Slack connected; no
+    serious axe finding and a clean console in both themes."""
+    from tests.test_google import _google_settings
+    from tests.test_slack import BOT_TOKEN, CHANNEL, SECRET, FakeSlack
+
+    github, github_url = fake_github
+    github.token = GITHUB_TOKEN
+    slack = FakeSlack()
+    slack_url = str((await aiohttp_server(slack.app())).make_url("")).rstrip("/")
+    _google, google_url, _consents = await google_with_consent(aiohttp_server)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = create_app(
+        _google_settings(
+            replace(settings, public_url=base, github_api_url=github_url, slack_api_url=slack_url),
+            google_url,
+        )
+    )
+    await aiohttp_server(app, port=port)
+    made = Made(app)
+    await made.user("alice", full_name="Alice Liddell")
+    website = await made.project("Website")
+    meetings = await made.project("Meetings")
+    log = PageLog(page)
+
+    await sign_in(page, base, "alice")
+    await page.wait_for_url(base + "/")
+    await expect(page.locator("#card-github [data-status-badge]")).to_have_text("Not configured")
+    await page.evaluate(
+        """async ([website, channel, token, secret, github]) => {
+          await TT.api('/api/integrations/github/config', {body: {
+            github_token: github, repo_owner: 'octo-org', repo_name: 'website',
+            default_project_id: website}});
+          await TT.api('/api/integrations/github/test', {body: {}});
+          await TT.api('/api/integrations/slack/config', {body: {
+            bot_token: token, signing_secret: secret, channel_id: channel,
+            linked_slack_user_id: 'U2147483697', daily_summary: true}});
+          await TT.api('/api/integrations/slack/test', {body: {}});
+        }""",
+        [website.id, CHANNEL, BOT_TOKEN, SECRET, GITHUB_TOKEN],
+    )
+    await page.click("#google-connect")
+    await page.click("#allow")
+    await page.wait_for_url(base + "/")
+    await page.evaluate(
+        """async (project) => {
+          await TT.api('/api/integrations/google/config', {body: {default_project_id: project}});
+          await TT.api('/api/integrations/google/sync', {body: {}});
+        }""",
+        meetings.id,
+    )
+
+    for theme in ("light", "dark"):  # the pictures in docs/
+        await page.goto(f"{base}/?theme={theme}")
+        for name in ("github", "google", "slack"):
+            card = page.locator(f"#card-{name}")
+            await expect(card.locator("[data-status-badge]")).to_have_text("Connected")
+        await expect(page.locator("#card-google [data-card-detail]")).to_contain_text(
+            "Connected as alice@example.com · last sync just now"
+        )
+        await expect(page.locator("#card-slack [data-card-detail]")).to_contain_text(
+            "Connected as grace"
+        )
+        await expect(page.locator("#card-github [data-summary]")).to_have_text(
+            "octo-org/website → Website"
+        )
+        await expect(page.locator("#github-project")).to_have_attribute("data-projects", "loaded")
+        violations = await serious_violations(page) if AXE.exists() else []
+        assert violations == [], (theme, violations)
+        save_screenshot(f"cards-{theme}.png", await page.locator("#main").screenshot())
+    log.expect_clean()

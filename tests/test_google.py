@@ -849,6 +849,7 @@ async def test_the_card_is_on_the_page(connected: G) -> None:
     page = await (await connected.client.get("/", params={"google": "connected"})).text()
     assert 'id="google-config-form"' in page
     assert 'href="/integrations/google/connect"' in page
-    assert 'action="/integrations/google/disconnect"' in page
-    assert f'name="csrf_token" value="{connected.csrf}"' in page
+    # Disconnect is the card frame's (the JSON route, with the page's CSRF token).
+    assert 'data-api-action="/api/integrations/google/disconnect"' in page
+    assert f'data-csrf="{connected.csrf}"' in page
     assert "Google Calendar is connected." in page

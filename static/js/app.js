@@ -134,11 +134,11 @@
   // ---------------------------------------------------------------- plain-language errors
 
   var PATTERNS = [
-    ['bad_token', /\b401\b|bad credentials|invalid_auth|not_authed|token_revoked|invalid_grant|unauthori[sz]ed/i],
+    ['bad_token', /\b401\b|bad credentials|invalid_auth|not_authed|token_revoked|token_expired|account_inactive|invalid_grant|unauthori[sz]ed|rejected the (bot )?token/i],
     ['rate_limited', /rate.?limit|\b429\b|retry after/i],
     ['forbidden', /\b403\b|forbidden|missing_scope|resource not accessible/i],
     ['not_found', /\b404\b|not found|channel_not_found/i],
-    ['network', /network|timed? ?out|could not be reached|connect(or|ion)|dns|ECONN/i],
+    ['network', /network|timed? ?out|could not be reached|did not answer|connect(or|ion)|dns|ECONN/i],
     ['provider_down', /\b5\d\d\b|server error|service unavailable/i],
   ];
 
@@ -148,12 +148,41 @@
 
   function tokenAction(card) {
     var href = card && card.getAttribute('data-token-url');
-    return href ? { label: 'Create a token', href: href, external: true } : null;
+    var label = (card && card.getAttribute('data-token-label')) || 'Create a token';
+    return href ? { label: label, href: href, external: true } : null;
+  }
+
+  function reconnectAction(card) {
+    var href = card && card.getAttribute('data-connect-url');
+    // The whole window: Google's consent screen refuses to show inside an iframe.
+    return href ? { label: 'Reconnect', href: href, top: true } : null;
+  }
+
+  function sentence(text) {
+    text = String(text || '').trim();
+    return text && !/[.!?]$/.test(text) ? text + '.' : text;
   }
 
   function providerError(card, code, raw) {
     var title = cardTitle(card);
     var scopes = (card && card.getAttribute('data-token-scopes')) || '';
+    // Some providers' messages (Slack's) already say what to fix: kept as they are, with the
+    // link to the provider's token page when a token was refused; only the outages that every
+    // provider shares get the common sentences below.
+    var kind = codeOf(String(code || '')) || codeOf(String(raw || ''));
+    if (card && card.hasAttribute('data-plain-errors') && raw && ['network', 'provider_down', 'rate_limited'].indexOf(kind) === -1) {
+      return {
+        text: sentence(raw),
+        action: kind === 'bad_token' || kind === 'forbidden' ? tokenAction(card) : null,
+      };
+    }
+    if (kind && ['bad_token', 'forbidden', 'not_found', 'rate_limited', 'network', 'provider_down'].indexOf(code) === -1) {
+      code = kind;
+    }
+    // An OAuth connector (Google) has no token to paste: a refused one means connecting again.
+    if (code === 'bad_token' && reconnectAction(card)) {
+      return { text: title + ' no longer accepts this connection (access was revoked or has expired): connect again.', action: reconnectAction(card) };
+    }
     switch (code) {
       case 'bad_token':
         return {
@@ -209,6 +238,12 @@
     }
     if (status === 404 || status === 405) {
       return { text: 'This action is not available in this version of the gateway.', action: null };
+    }
+    if (error.data && (error.data.reconnect_required || error.code === 'reconnect_required')) {
+      return {
+        text: cardTitle(card) + ' no longer accepts this connection (access was revoked or has expired): connect again.',
+        action: reconnectAction(card),
+      };
     }
     if (status === 409) {
       return { text: 'Finish the set-up first: fill in the missing settings and Save.', action: null };
@@ -318,6 +353,8 @@
     if (action.external) {
       link.target = '_blank';
       link.rel = 'noopener noreferrer';
+    } else if (action.top) {
+      link.target = '_top';
     } else if (body.hasAttribute('data-embedded')) {
       link.target = '_self';
     }
@@ -377,8 +414,9 @@
     target[last] = value;
   }
 
-  // "{a}/{b}", "{a|b}" (first one set), "{id:project}" (the project's name).
-  function template(text, data) {
+  // "{a}/{b}", "{a|b}" (first one set), "{id:project}" (the project's name), "{at:date}" (a
+  // date in words), "{key:option}" (the text of the card's <option> for the value; `root`).
+  function template(text, data, root) {
     return text.replace(/\{([\w.|]+)(?::(\w+))?\}/g, function (match, keys, filter) {
       var value;
       keys.split('|').some(function (key) {
@@ -387,6 +425,13 @@
       });
       if (value === undefined || value === null) return '';
       if (filter === 'project') return projectNames[String(value)] || data.project_name || 'project #' + value;
+      if (filter === 'date') return formatDate(value);
+      if (filter === 'option' && root) {
+        var option = $all(root, 'select[name="' + keys.split('|')[0] + '"] option').filter(function (el) {
+          return el.value === String(value);
+        })[0];
+        if (option) return option.textContent;
+      }
       return String(value);
     });
   }
@@ -512,7 +557,8 @@
         state: 'attention',
         badge: 'Needs attention',
         tone: 'error',
-        detail: cardTitle(card) + ' asks you to connect again.',
+        detail: cardTitle(card) + ' no longer accepts this connection: connect again.',
+        action: reconnectAction(card),
       };
     }
     if (!status.is_active) {
@@ -530,7 +576,9 @@
       return { state: 'attention', badge: 'Needs attention', tone: 'error', detail: explained.text, action: explained.action };
     }
     var parts = [];
-    if (status.connected_as) parts.push('as ' + status.connected_as);
+    var account = card.getAttribute('data-account');
+    var who = status.connected_as || (account ? status[account] : null);
+    if (who) parts.push('as ' + who);
     var newest = latestActivity(status)[0];
     var detail = 'Connected' + (parts.length ? ' ' + parts.join('') : '');
     if (newest) {
@@ -538,6 +586,9 @@
     } else {
       detail += ' · no activity yet';
     }
+    // Connected, but a setting the work needs is still missing (Google: a project to import into).
+    var stillMissing = Array.isArray(status.missing) && status.missing.length ? missingOf(card, status) : [];
+    if (stillMissing.length) detail += ' · to sync, add ' + listText(stillMissing) + ' (Edit)';
     return { state: 'connected', badge: 'Connected', tone: 'success', detail: detail, title: newest ? dateFormat.format(new Date(newest.at)) : '' };
   }
 
@@ -584,7 +635,8 @@
       toggle.setAttribute('aria-checked', String(data.status.enabled !== false));
     }
     $all(card, '[data-summary]').forEach(function (el) {
-      el.textContent = data.status ? template(el.getAttribute('data-summary'), data.status) : '';
+      var text = data.status ? template(el.getAttribute('data-summary'), data.status, card).trim() : '';
+      el.textContent = text || el.getAttribute('data-summary-empty') || '';
     });
   }
 
@@ -762,7 +814,7 @@
   function successText(el, answer, fallback) {
     if (answer && answer.message) return String(answer.message);
     var text = el.getAttribute('data-success');
-    return text ? template(text, answer || {}) : fallback;
+    return text ? template(text, answer || {}, el.closest('[data-card]')) : fallback;
   }
 
   function fieldError(el, message) {
@@ -1109,7 +1161,27 @@
   };
   window.TT = TT;
 
+  // A message the server put in a card (e.g. ?google=connected after an OAuth consent) is shown
+  // once: its query keys leave the address, so a reload does not repeat it.
+  function forgetQueryMessages() {
+    var keys = [];
+    $all(document, '[data-card-message][data-query-keys]').forEach(function (el) {
+      keys = keys.concat(el.getAttribute('data-query-keys').split(/\s+/).filter(Boolean));
+    });
+    if (!keys.length || !window.history || !window.history.replaceState) return;
+    var here = new URL(window.location.href);
+    var changed = false;
+    keys.forEach(function (key) {
+      if (here.searchParams.has(key)) {
+        here.searchParams.delete(key);
+        changed = true;
+      }
+    });
+    if (changed) window.history.replaceState(window.history.state, '', here.pathname + here.search + here.hash);
+  }
+
   function start() {
+    forgetQueryMessages();
     if (body.hasAttribute('data-embedded')) reportHeight();
     loadProjects();
     $all(document, '[data-card][data-installed]').forEach(function (card) {
