@@ -43,6 +43,15 @@ class PermanentFailure(Exception):
     """A subscriber failure that retrying cannot fix (e.g. Slack's channel_not_found)."""
 
 
+class RetryLater(Exception):
+    """A subscriber failure the provider asked to retry no sooner than `seconds` from now
+    (e.g. Slack's 429 with Retry-After)."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = max(float(seconds), 0.0)
+
+
 @dataclass(frozen=True)
 class TimerEventRecord:
     """What a durable subscriber gets: which entry started or stopped, and when."""
@@ -168,6 +177,7 @@ class TimerOutbox:
         too_old = now - record.created_at > self.max_age
         errors: list[str] = []
         retry = False
+        not_before = 0.0  # seconds a provider asked us to wait
         if too_old:
             errors.append("older than the age limit: not announced")
             log.info("timer event %s skipped: older than the age limit", record.id)
@@ -183,6 +193,10 @@ class TimerOutbox:
                 except PermanentFailure as exc:
                     done.add(name)  # given up: recorded on the integration by the subscriber
                     errors.append(f"{name}: {exc}")
+                except RetryLater as exc:
+                    retry = True
+                    not_before = max(not_before, exc.seconds)
+                    errors.append(f"{name}: {exc} (retry after {int(exc.seconds)} s)")
                 except Exception as exc:
                     retry = True
                     errors.append(f"{name}: {type(exc).__name__}: {exc}")
@@ -198,7 +212,9 @@ class TimerOutbox:
         if finished:
             values["done_at"] = now
         else:
-            values["available_at"] = now + backoff(record.attempts)
+            values["available_at"] = now + max(
+                backoff(record.attempts), timedelta(seconds=not_before)
+            )
         async with self.db.write_transaction() as session:
             # Only while the lease is still ours: had it run out and another dispatcher taken
             # the event, its result stands and this one is dropped.
@@ -298,4 +314,11 @@ def _naive_utc(moment: datetime) -> datetime:
     """The gateway's own timestamps are naive UTC, like integrations.*_at."""
     return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
-__all__ = ["CHANNEL", "PermanentFailure", "Subscriber", "TimerEventRecord", "TimerOutbox"]
+__all__ = [
+    "CHANNEL",
+    "PermanentFailure",
+    "RetryLater",
+    "Subscriber",
+    "TimerEventRecord",
+    "TimerOutbox",
+]

@@ -671,6 +671,8 @@ async def test_slack_down_or_rate_limited_is_retried_later(sl, mode: str) -> Non
     assert ("rate-limiting" if mode == "ratelimited" else "HTTP 503") in row.last_error
     [event] = await sl.events()
     assert event.done_at is None and event.available_at > event.created_at  # backing off
+    if mode == "ratelimited":  # Slack's Retry-After: 120 s, longer than the first backoff
+        assert (event.available_at - event.created_at).total_seconds() >= 119
     assert sl.fake.posts == []
     # Slack is back: the retry posts once and clears the error.
     sl.fake.mode, sl.fake.delay = "ok", 0.0
