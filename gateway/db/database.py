@@ -207,6 +207,28 @@ class Database:
                 await greenlet_spawn(fairy.close)
 
     @asynccontextmanager
+    async def exclusive(self, *parts: object, wait: float = 30.0) -> AsyncIterator[None]:
+        """One holder at a time for a key, across replicas, holding no write lock.
+
+        For work that waits on a provider (a token refresh): on PostgreSQL an advisory lock in
+        a transaction of its own that writes nothing (so other writers are never held up; the
+        wait for the lock may exceed GATEWAY_DB_TIMEOUT, up to `wait`); on SQLite, one
+        process, an in-process lock, so SQLite's single writer lock stays free meanwhile.
+        """
+        key = lock_key(*parts)
+        if self.is_postgres:
+            async with self.engine.connect() as conn:
+                await conn.execute(text(f"SET LOCAL statement_timeout = {int(wait * 1000)}"))
+                await conn.execute(select(text("pg_advisory_xact_lock(:k)")).params(k=key))
+                try:
+                    yield
+                finally:
+                    await conn.rollback()  # ends the transaction, and the lock with it
+        else:
+            async with self._local_locks[key]:
+                yield
+
+    @asynccontextmanager
     async def try_session_lock(self, *parts: object) -> AsyncIterator[bool]:
         """Hold a lock for a long job if free; yields False when another holder has it."""
         key = lock_key(*parts)

@@ -123,6 +123,7 @@ class _Refresh:
     error: str | None = None
     reconnect: bool = False
     refreshed: bool = False
+    tokens: core.TokenSet | None = None  # what to store
 
 
 def _counts() -> dict[str, Any]:
@@ -305,12 +306,47 @@ class GoogleCalendarConnector(Connector):
     # -- tokens -------------------------------------------------------------------------------
 
     async def access_token(self, integration_id: int, failed: str | None = None) -> str:
-        """A usable access token, refreshed under the row's lock when it is (nearly) expired.
+        """A usable access token, refreshed once when it is (nearly) expired.
 
         `failed` is a token the Calendar API just refused (401): it is replaced, unless another
-        caller replaced it already. Concurrent callers refresh once: the second one finds the
-        new expiry after taking the lock.
+        caller replaced it already. Concurrent callers, on any replica, refresh once: they
+        queue on an exclusive lock of the integration and re-read it after taking it. The call
+        to Google happens outside any write transaction; only its result is then written onto
+        the row read under its lock (never a config read before the refresh).
         """
+        token = await self._usable_token(integration_id, failed)
+        if token is not None:
+            return token
+        async with self.db.exclusive("google-refresh", integration_id):
+            token = await self._usable_token(integration_id, failed)  # refreshed meanwhile?
+            if token is not None:
+                return token
+            row = await self.store.get(integration_id)
+            if row is None:
+                raise TokenUnavailable("The Google Calendar integration is gone")
+            outcome = await self._refresh(row.id, self.store.config(row))
+
+            async def store(r: Integration, cfg: Config, _session: AsyncSession) -> None:
+                if outcome.reconnect:
+                    # Dead for good (revoked, expired, password changed): never retried in a
+                    # loop; the job skips the integration until the user reconnects.
+                    cfg.set(RECONNECT, True)
+                    cfg.set_secret("access_token", None)
+                    r.last_error = core.TOKEN_ERROR_MESSAGES["invalid_grant"]
+                elif outcome.tokens is not None:
+                    cfg.set_secret("access_token", outcome.tokens.access_token)
+                    cfg.set_secret("refresh_token", outcome.tokens.refresh_token)
+                    cfg.set("token_expiry", core.format_token_expiry(outcome.tokens.expires_at))
+
+            if outcome.reconnect or outcome.tokens is not None:
+                await self.store.update(integration_id, store)
+        if outcome.token is None:
+            message = outcome.error or "No Google access token"
+            raise TokenUnavailable(message, reconnect=outcome.reconnect)
+        return outcome.token
+
+    async def _usable_token(self, integration_id: int, failed: str | None) -> str | None:
+        """The stored access token if it is good for 5 more minutes (and not `failed`)."""
         row = await self.store.get(integration_id)
         if row is None:
             raise TokenUnavailable("The Google Calendar integration is gone")
@@ -321,27 +357,12 @@ class GoogleCalendarConnector(Connector):
         expiry = core.parse_token_expiry(config.get("token_expiry"))
         if current and current != failed and not core.needs_refresh(expiry, self.now()):
             return current
+        return None
 
-        async def mutate(r: Integration, cfg: Config, _session: AsyncSession) -> _Refresh:
-            if cfg.get(RECONNECT):
-                return _Refresh(error=core.TOKEN_ERROR_MESSAGES["invalid_grant"], reconnect=True)
-            token = cfg.secret("access_token")
-            expires = core.parse_token_expiry(cfg.get("token_expiry"))
-            if token and token != failed and not core.needs_refresh(expires, self.now()):
-                return _Refresh(token=token)  # refreshed by someone else meanwhile
-            return await self._refresh(r, cfg)
-
-        _row, outcome = await self.store.update(integration_id, mutate)
-        if outcome.token is None:
-            message = outcome.error or "No Google access token"
-            raise TokenUnavailable(message, reconnect=outcome.reconnect)
-        return outcome.token
-
-    async def _refresh(self, row: Integration, config: Config) -> _Refresh:
-        """One refresh call; its result is stored on the locked config by the caller's commit."""
+    async def _refresh(self, integration_id: int, config: Config) -> _Refresh:
+        """One refresh call to Google; the caller stores what it returns."""
         refresh_token = config.secret("refresh_token")
         if not refresh_token:
-            config.set(RECONNECT, True)
             return _Refresh(error=core.TOKEN_ERROR_MESSAGES["invalid_grant"], reconnect=True)
         if not self.oauth_configured:
             return _Refresh(error=CONNECT_MESSAGES["oauth_not_configured"])
@@ -358,22 +379,14 @@ class GoogleCalendarConnector(Connector):
         )
         if not answer.ok:
             kind = core.classify_token_error(answer.status, answer.data)
-            log.warning("google: token refresh for integration %s failed (%s)", row.id, kind)
-            if kind == "invalid_grant":
-                # Dead for good (revoked, expired, password changed): never retried in a loop.
-                config.set(RECONNECT, True)
-                config.set_secret("access_token", None)
-                row.last_error = core.TOKEN_ERROR_MESSAGES["invalid_grant"]
-                return _Refresh(error=core.TOKEN_ERROR_MESSAGES[kind], reconnect=True)
-            return _Refresh(error=core.TOKEN_ERROR_MESSAGES[kind])
+            log.warning("google: token refresh for integration %s failed (%s)", integration_id, kind)
+            reconnect = kind == "invalid_grant"
+            return _Refresh(error=core.TOKEN_ERROR_MESSAGES[kind], reconnect=reconnect)
         try:
             tokens = core.TokenSet.from_answer(answer.data, self.now()).merge(refresh_token)
         except core.PayloadError as exc:
             return _Refresh(error=f"Google's token answer was not usable: {exc}")
-        config.set_secret("access_token", tokens.access_token)
-        config.set_secret("refresh_token", tokens.refresh_token)
-        config.set("token_expiry", core.format_token_expiry(tokens.expires_at))
-        return _Refresh(token=tokens.access_token, refreshed=True)
+        return _Refresh(token=tokens.access_token, refreshed=True, tokens=tokens)
 
     async def api(
         self,
