@@ -51,6 +51,7 @@ class FakeGoogle:
         self.refresh_delay = 0.0
         self.inserted: dict[str, dict[str, Any]] = {}
         self.list_status: int | None = None
+        self.rate_limited: list[int] = []  # statuses to answer first, one per call
         self.without_refresh_token = False
 
     def app(self) -> web.Application:
@@ -112,6 +113,13 @@ class FakeGoogle:
             return web.json_response(fixture("error.401"), status=401)
         if self.list_status is not None:
             return web.json_response(fixture("error.429"), status=self.list_status)
+        if self.rate_limited:
+            status = self.rate_limited.pop(0)
+            body = fixture("error.429")
+            if status == 403:  # Calendar's per-user limit: a 403 whose body says so
+                body["error"]["errors"][0]["reason"] = "userRateLimitExceeded"
+                body["error"]["code"] = 403
+            return web.json_response(body, status=status)
         if request.query.get("pageToken") == PAGE2_TOKEN:
             return web.json_response(self.page2)
         return web.json_response(self.page1)
@@ -686,6 +694,26 @@ async def test_moved_and_cancelled_events_are_followed(connected: G) -> None:
     assert (await g.sync())["updated"] == 0
     [kept] = [e for e in await g.entries() if e.id == after["evt001abc"].id]
     assert kept.start_time == datetime(2026, 11, 24, 11)
+
+
+async def test_rate_limits_back_off_with_jitter_then_succeed(connected: G) -> None:
+    g = connected
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    g.app[keys.HTTP].sleep = sleep
+    g.fake.rate_limited = [429, 403]  # then the pages as usual
+    body = await g.sync()
+    assert body["ok"] is True and body["imported"] >= 1
+    # Exponential (1 s, then 2 s) plus up to 1 s of jitter; the 403 was read from its body.
+    assert len(waits) == 2 and 1 <= waits[0] < 2 and 2 <= waits[1] < 3
+    assert waits[0] != 1.0 or waits[1] != 2.0  # jitter, not a fixed schedule
+    g.fake.rate_limited = [429, 429, 429]  # more than the tries: the next sync goes on
+    waits.clear()
+    body = await g.sync(expect=502)
+    assert body["ok"] is False and len(waits) == 2
 
 
 async def test_a_fetch_error_is_recorded(connected: G) -> None:

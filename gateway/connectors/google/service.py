@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
@@ -35,6 +36,8 @@ SERVICE = "Google"
 JOB = "google_calendar_sync"
 JOB_SPEC = "*/30 * * * *"
 IMPORT_SOURCE = "auto"  # DESIGN §10: entries the gateway writes have source 'auto'
+RATE_LIMIT_TRIES = 3  # one call and two backed-off retries; then the next sync goes on
+MAX_RATE_LIMIT_WAIT = 30.0  # seconds; a longer Retry-After is left to the next sync
 EXPORT_BATCH = 500  # entries exported per sync at most; the next sync goes on
 # Failures that hold for every entry of this sync: stop, the rest waits for the next one.
 EXPORT_STOPS = frozenset({"unauthorized", "rate_limited", "server", "not_found", "forbidden"})
@@ -398,13 +401,30 @@ class GoogleCalendarConnector(Connector):
         json_body: Any = None,
         retry_unsafe: bool = False,
     ) -> HttpResult:
-        """A Calendar/userinfo call with a fresh token; a 401 refreshes once and retries once."""
+        """A Calendar/userinfo call with a fresh token; a 401 refreshes once and retries once.
+
+        Rate limits (429, 5xx, and 403 rateLimitExceeded/userRateLimitExceeded, which only the
+        body tells apart from other 403s) back off with jitter, RATE_LIMIT_TRIES at most:
+        https://developers.google.com/calendar/api/guides/errors#backoff
+        """
         token = await self.access_token(integration_id)
-        result = await self._call(token, method, url, params, json_body, retry_unsafe)
-        if result.status == 401:
-            token = await self.access_token(integration_id, failed=token)
+        attempt = 0
+        while True:
+            attempt += 1
             result = await self._call(token, method, url, params, json_body, retry_unsafe)
-        return result
+            if result.status == 401 and attempt == 1:
+                token = await self.access_token(integration_id, failed=token)
+                result = await self._call(token, method, url, params, json_body, retry_unsafe)
+            if result.ok or attempt >= RATE_LIMIT_TRIES:
+                return result
+            if method not in {"GET", "PUT", "PATCH", "DELETE"} and not retry_unsafe:
+                return result
+            # No answer at all (network, timeout) backs off like a 503.
+            status = 503 if result.status is None else result.status
+            wait = core.retry_delay(status, result.headers, time.time(), attempt, result.data)
+            if wait is None or wait > MAX_RATE_LIMIT_WAIT:
+                return result
+            await self.http.sleep(wait)
 
     async def _call(
         self,
@@ -424,6 +444,7 @@ class GoogleCalendarConnector(Connector):
             json_body=json_body,
             retry_policy=core.retry_policy,
             retry_unsafe=retry_unsafe,
+            retries=0,  # api() backs off itself, with jitter and the body in view
         )
 
     # -- test ---------------------------------------------------------------------------------
