@@ -824,6 +824,23 @@ async def test_the_card_picks_from_the_users_calendars(connected: G) -> None:
     ]
 
 
+async def test_an_entry_typed_in_later_for_the_past_is_exported(connected: G) -> None:
+    g = connected
+    await g.save(sync_direction="export")
+    g.clock.now = NOW + timedelta(hours=3)
+    assert (await g.sync())["exported"] == 0  # the watermark moves past 13:00 Rome time
+    # Typed in afterwards: it ended at 11:45, before the last export, after the connection.
+    late = await _entry(g, datetime(2026, 11, 27, 11, 15), datetime(2026, 11, 27, 11, 45), "Late")
+    async with g.db.sessions() as s:
+        stored = await s.get(TimeEntry, late.id)
+        stored.updated_at = datetime(2026, 11, 27, 14, 10)  # written now, in Rome wall time
+        await s.commit()
+    g.clock.now = NOW + timedelta(hours=3, minutes=30)
+    assert (await g.sync())["exported"] == 1
+    row = await g.row()
+    assert core.export_event_id(row.id, late.id) in g.fake.inserted
+
+
 async def test_exported_events_are_not_imported_back(connected: G) -> None:
     g = connected
     await g.save(sync_direction="both")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -796,6 +796,7 @@ class GoogleCalendarConnector(Connector):
             return None, True
         last_export = _aware_utc(config.get(LAST_EXPORT_AT))
         lo, hi = core.export_window(connected_at, last_export, now, app_tz)
+        since = to_wall(connected_at, app_tz)  # never history from before the connection
         linked = select(CalendarLink.entry_id).where(CalendarLink.integration_id == row.id)
         async with self.db.sessions() as session:
             rows = (
@@ -806,8 +807,13 @@ class GoogleCalendarConnector(Connector):
                     .where(
                         TimeEntry.user_id == row.user_id,
                         TimeEntry.end_time.is_not(None),
-                        TimeEntry.end_time >= lo,
                         TimeEntry.end_time <= hi,
+                        # Ended inside the window, or written since it opened with an earlier
+                        # end (an entry typed in afterwards for the past): both are new here.
+                        or_(
+                            TimeEntry.end_time >= lo,
+                            and_(TimeEntry.updated_at >= lo, TimeEntry.end_time >= since),
+                        ),
                         TimeEntry.id.not_in(linked),
                     )
                     .order_by(TimeEntry.end_time, TimeEntry.id)
