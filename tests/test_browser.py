@@ -1112,6 +1112,11 @@ async def test_google_card_connects_through_the_consent_and_back(
     await expect(page.locator("#google-config-form")).to_be_visible()
     await expect(page.locator("#google-connect")).to_be_hidden()
     await expect(page.locator("#google-calendar-id")).to_have_value("primary")
+    # The calendar field suggests the user's own calendars (calendarList), primary first.
+    await expect(page.locator("#google-calendars")).to_have_attribute("data-options", "loaded")
+    assert await page.locator("#google-calendars option").evaluate_all(
+        "options => options.map(o => o.value)"
+    ) == ["alice@example.com", "team@group.calendar.google.com"]
     await expect(page.locator("#google-days-back")).to_have_value(re.compile(r"^\d+$"))
     await page.locator("#google-project").select_option(label="Website")
     await page.locator("#google-direction").select_option("both")

@@ -694,8 +694,32 @@
     } finally {
       card.removeAttribute('aria-busy');
     }
+    if (status && status.connected) loadOptions(card);
     card.dispatchEvent(new CustomEvent('tt:status', { detail: status, bubbles: true }));
     return status;
+  }
+
+  // <datalist data-options-from="/api/…" data-options-key="calendars">: suggestions from the
+  // provider (e.g. the user's calendars), loaded once the card is connected. The input stays
+  // free text, so a failed load only means no suggestions.
+  async function loadOptions(card) {
+    var lists = $all(card, 'datalist[data-options-from]:not([data-options])');
+    for (var i = 0; i < lists.length; i++) {
+      var list = lists[i];
+      list.setAttribute('data-options', 'loading');
+      try {
+        var answer = await api(list.getAttribute('data-options-from'));
+        var items = answer[list.getAttribute('data-options-key')] || [];
+        list.textContent = '';
+        items.forEach(function (item) {
+          var option = makeOption(String(item.id), String(item.summary || item.id));
+          list.appendChild(option);
+        });
+        list.setAttribute('data-options', 'loaded');
+      } catch (error) {
+        list.setAttribute('data-options', 'failed');
+      }
+    }
   }
 
   // ---------------------------------------------------------------- forms
