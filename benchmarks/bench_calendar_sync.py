@@ -152,8 +152,13 @@ class RssSampler:
         }
 
 
-async def seed(engine: Any, secrets: Any, users: int) -> tuple[dict[int, str], set[int]]:
-    """Users, one project and their integrations; (integration id -> config JSON, failing ids)."""
+async def seed(
+    engine: Any, secrets: Any, users: int, fail_every: int = 20
+) -> tuple[dict[int, str], set[int]]:
+    """Users, one project and their integrations; (integration id -> config JSON, failing ids).
+
+    Every `fail_every`-th user's refresh token is refused with invalid_grant (5% by default).
+    """
     configs: dict[int, str] = {}
     failing: set[int] = set()
     async with engine.begin() as conn:
@@ -175,7 +180,7 @@ async def seed(engine: Any, secrets: Any, users: int) -> tuple[dict[int, str], s
         ).scalars().all()
         rows = []
         for i, uid in enumerate(sorted(user_ids)):
-            bad = i % 20 == 19  # 5%
+            bad = i % fail_every == fail_every - 1
             expiry = NOW - timedelta(hours=1) if bad else NOW + timedelta(hours=1)
             config = {
                 "access_token": secrets.encrypt(f"ya29.user-{i}"),
