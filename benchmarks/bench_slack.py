@@ -1,6 +1,6 @@
 """Slack connector: `/tt status` throughput, timer latency while Slack hangs, outbox latency.
 
-Usage: python benchmarks/bench_slack.py [--requests 3000] [--concurrency 50] [--quick]
+Usage: python benchmarks/bench_slack.py [--requests 1500] [--concurrency 50] [--quick]
 
 One fresh PostgreSQL database, one real gateway process (`python -m gateway`, scheduler off)
 whose SLACK_API_URL points at a fake Slack Web API served by this process, and the bare
@@ -437,10 +437,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", choices=["status", "timer", "e2e"], help="one part only")
     args = parser.parse_args(argv)
     q = args.quick
-    args.requests = args.requests or (1000 if q else 3000)
-    args.warmup = args.warmup or (200 if q else 500)
+    args.requests = args.requests or (1000 if q else 1500)
+    args.warmup = args.warmup or (200 if q else 300)
     args.rounds = args.rounds or (2 if q else 3)
-    args.per_user = args.per_user or (10 if q else 20)
+    args.per_user = args.per_user or (10 if q else 15)
     args.e2e = args.e2e or (30 if q else 100)
     return args
 
