@@ -7,6 +7,7 @@ numbers, the ratios, whether each target is met, and the date. The historical Gi
 (benchmarks/performance_history.md) are appended as an appendix.
 
 `--from FILE` rewrites docs/PERFORMANCE.md from saved results without running anything.
+The exit status is 1 when a benchmark ran and missed a target (or failed), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -566,6 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         DOC.write_text(render(results, info, quick, when))
         print(f"[benchmarks] wrote {DOC.relative_to(REPO)}", file=sys.stderr)
+    if args.from_file:
+        return 0
     return 0 if all(r.get("met") for r in results.values()) else 1
 
 
