@@ -81,14 +81,15 @@ async def soak_webhooks(args: argparse.Namespace) -> dict[str, Any]:
 
             async def send_batch(total: int) -> None:
                 nonlocal failures, sent
-                per_worker = total // args.concurrency
+                shares = [total // args.concurrency + (i < total % args.concurrency)
+                          for i in range(args.concurrency)]  # exactly `total` in all
                 async with aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=args.concurrency)
                 ) as session:
 
-                    async def worker() -> None:
+                    async def worker(count: int) -> None:
                         nonlocal failures, sent
-                        for _ in range(per_worker):
+                        for _ in range(count):
                             n = next(counter)
                             template["issue"]["number"] = n
                             template["issue"]["title"] = f"Soak issue {n}"
@@ -104,7 +105,7 @@ async def soak_webhooks(args: argparse.Namespace) -> dict[str, Any]:
                                 failures += r.status != 200
                                 sent += 1
 
-                    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+                    await asyncio.gather(*(worker(count) for count in shares))
 
             checkpoints: list[dict[str, Any]] = [
                 {"webhooks": 0, "rss_mib": rss_mib(gateway.pid), "fds": open_fds(gateway.pid)}
@@ -121,7 +122,7 @@ async def soak_webhooks(args: argparse.Namespace) -> dict[str, Any]:
             elapsed = time.perf_counter() - started
         finally:
             gateway.stop()
-    at_1k = next(c for c in checkpoints if c["webhooks"] >= 1000)
+    at_1k = next(c for c in checkpoints if c["webhooks"] == 1000)
     last = checkpoints[-1]
     half = min(checkpoints, key=lambda c: abs(c["webhooks"] - sent / 2))
     allowed = max(8.0, at_1k["rss_mib"] * 0.05)
