@@ -1,6 +1,6 @@
 """Signed GitHub `issues` deliveries per second: the gateway against a bare baseline, same run.
 
-Usage: python benchmarks/bench_github_webhooks.py [--requests 3000] [--concurrency 32]
+Usage: python benchmarks/bench_github_webhooks.py [--requests 3000] [--concurrency 32] [--quick]
 Needs PostgreSQL (BENCH_DATABASE_URL, default postgresql+asyncpg://postgres@127.0.0.1:5432/postgres);
 a fresh database is created and dropped. Both servers run as separate processes on loopback; the
 load generator runs here. Reports throughput, p50/p99 latency and the ratio gateway/baseline.
@@ -182,7 +182,7 @@ async def load(
     }
 
 
-async def main() -> int:
+async def run(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
@@ -191,7 +191,10 @@ async def main() -> int:
         "--profile", metavar="FILE", help="record the gateway with py-spy (collapsed stacks) into FILE"
     )
     parser.add_argument("--gateway-log", metavar="FILE", help="write the gateway's stderr to FILE")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="1,000 requests, 96 warm-up")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.requests, args.warmup = min(args.requests, 1000), min(args.warmup, 96)
 
     base_url = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     name = f"gw_bench_{uuid.uuid4().hex[:8]}"
@@ -250,7 +253,9 @@ async def main() -> int:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         await admin.dispose()
     ratio = gateway["rps"] / baseline["rps"] if baseline["rps"] else 0.0
-    report = {
+    return {
+        "benchmark": "github_webhooks",
+        "requests": args.requests,
         "concurrency": args.concurrency,
         "baseline": baseline,
         "gateway": gateway,
@@ -258,9 +263,12 @@ async def main() -> int:
         "targets": {"ratio_at_least": 0.5, "p99_ms_below": 50},
         "met": ratio >= 0.5 and gateway["p99_ms"] < 50 and gateway["failures"] == 0,
     }
-    print(json.dumps(report, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    print(json.dumps(asyncio.run(run(argv)), indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())
