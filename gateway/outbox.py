@@ -32,7 +32,8 @@ STARTED, STOPPED = "started", "stopped"
 # it covers, so a dispatcher never finishes an event another one has taken over since.
 BATCH = 1
 SUBSCRIBER_TIMEOUT = 30.0  # seconds; Slack's Retry-After waits are capped below this
-LEASE = timedelta(seconds=120)
+LEASE = timedelta(seconds=120)  # the default; GATEWAY_EVENT_LEASE (MIN_LEASE and up)
+MIN_LEASE = timedelta(seconds=10)
 POLL_SECONDS = 5.0  # the fallback when no notification arrives (or on SQLite)
 MAX_ATTEMPTS = 8
 DONE_RETENTION = timedelta(days=1)
@@ -72,8 +73,14 @@ class TimerOutbox:
         clock: Clock = utcnow,
         max_age: timedelta = timedelta(hours=1),
         poll_seconds: float = POLL_SECONDS,
+        lease: timedelta = LEASE,
     ) -> None:
+        if lease < MIN_LEASE:
+            raise ValueError(f"a lease under {MIN_LEASE.total_seconds():g} s")
         self.db = db
+        self.lease = lease
+        # The lease must outlast the work it covers: each subscriber gets at most half of it.
+        self.subscriber_timeout = min(SUBSCRIBER_TIMEOUT, lease.total_seconds() / 2)
         self.clock = clock
         self.max_age = max_age
         self.poll_seconds = poll_seconds
@@ -134,7 +141,7 @@ class TimerOutbox:
             ).scalars().all()
             claimed = []
             for row in rows:
-                row.locked_until = now + LEASE
+                row.locked_until = now + self.lease
                 row.attempts = (row.attempts or 0) + 1
                 done = set(filter(None, (row.done_subscribers or "").split("\n")))
                 claimed.append(
@@ -176,7 +183,7 @@ class TimerOutbox:
                 if name in done:
                     continue
                 try:
-                    async with asyncio.timeout(SUBSCRIBER_TIMEOUT):
+                    async with asyncio.timeout(self.subscriber_timeout):
                         await subscriber(record)
                 except asyncio.CancelledError:
                     raise

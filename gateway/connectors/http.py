@@ -60,6 +60,7 @@ class HttpClient:
         max_wait: float = 30.0,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        timeout: float = TIMEOUT_SECONDS,
     ) -> None:
         # Built with the app, the ClientSession attached when the app starts (`attach`): one
         # session per app, opened inside the running loop.
@@ -69,6 +70,7 @@ class HttpClient:
         self.max_wait = max_wait
         self.sleep = sleep
         self.clock = clock
+        self.timeout = timeout  # seconds per attempt, the whole answer read included
 
     def attach(self, session: aiohttp.ClientSession) -> None:
         self._session = session
@@ -156,7 +158,7 @@ class HttpClient:
                 params=params,
                 json=json_body,
                 data=data,
-                timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as response:
                 raw = await _read_capped(response, MAX_BODY_BYTES)
                 text = raw.decode(response.charset or "utf-8", errors="replace")
@@ -170,7 +172,7 @@ class HttpClient:
                     status=response.status, data=payload, text=text, headers=response.headers
                 )
         except TimeoutError:
-            return HttpResult(status=None, error=f"timed out after {int(TIMEOUT_SECONDS)} s")
+            return HttpResult(status=None, error=f"timed out after {self.timeout:g} s")
         except aiohttp.ClientError as exc:
             # The exception text can carry the URL: never a secret (secrets travel in headers).
             return HttpResult(status=None, error=f"network error: {redact(type(exc).__name__)}")
