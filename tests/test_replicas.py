@@ -534,20 +534,29 @@ asyncio.run(main())
 """
 
 
+async def slot_process(
+    c: Cluster, job: str, slots: list[str], **extra: str
+) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SLOT_RUNNER, job, *slots,
+        cwd=REPO,
+        env={**c.env, **extra},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def outcomes(proc: asyncio.subprocess.Process) -> list[str]:
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode == 0, err.decode()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
 async def run_slots(c: Cluster, job: str, slots: list[str], **extra: str) -> list[list[str]]:
     """The same slots of `job` run by two processes at once, as two replicas' ticks would."""
 
     async def one() -> list[str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SLOT_RUNNER, job, *slots,
-            cwd=REPO,
-            env={**c.env, **extra},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 90)
-        assert proc.returncode == 0, err.decode()
-        return json.loads(out.decode().strip().splitlines()[-1])
+        return await outcomes(await slot_process(c, job, slots, **extra))
 
     return list(await asyncio.gather(one(), one()))
 
@@ -586,6 +595,48 @@ async def test_each_cron_slot_runs_once_and_the_summary_is_posted_once(
     async with c.db.sessions() as s:
         claimed = (await s.execute(select(func.count()).select_from(JobSlot))).scalar()
     assert claimed == 8
+
+
+async def test_a_replica_killed_mid_summary_loses_nothing(
+    cluster: Cluster, slack
+) -> None:  # type: ignore[no-untyped-def]
+    c = cluster
+    fake, base = slack
+    fake.hold_first = True
+    api = await c.start("api", **slack_env(base, "api"))
+    await c.ready(api)
+    alice, auth = await c.user_with_token("alice", full_name="Alice Liddell")
+    await configure_slack(
+        c, api, auth, daily_summary=True, daily_summary_time=datetime.now(UTC).strftime("%H:%M")
+    )
+    slot, next_slot = _slots(datetime.now(UTC) + timedelta(minutes=30), 2)[::-1]
+    victim = await slot_process(c, "slack_daily_summary", [slot], **slack_env(base, "victim"))
+    try:
+        assert await until(lambda: fake.held, 30), "the job never called Slack"
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(victim.wait(), 10)
+    killed_at = time.monotonic()
+    assert fake.held == ["victim"] and fake.posts == []
+    # Another replica's tick for the same slot skips it (the slot was claimed) ...
+    assert await outcomes(
+        await slot_process(c, "slack_daily_summary", [slot], **slack_env(base, "other"))
+    ) == ["skipped"]
+    # ... and its next tick, once the dead run's claim is older than the lease, posts it.
+    await asyncio.sleep(max(LEASE - (time.monotonic() - killed_at), 0) + 0.5)
+    assert await outcomes(
+        await slot_process(c, "slack_daily_summary", [next_slot], **slack_env(base, "other"))
+    ) == ["success"]
+    fake.release.set()
+    assert len(fake.posts) == 1 and fake.senders == ["other"], fake.texts()
+    assert "Daily summary" in fake.texts()[0]
+    # Done: later ticks post nothing more.
+    assert await outcomes(
+        await slot_process(c, "slack_daily_summary", [next_slot, slot], **slack_env(base, "x"))
+    ) == ["skipped", "skipped"]
+    later = (datetime.fromisoformat(next_slot) + timedelta(minutes=30)).isoformat()
+    await outcomes(await slot_process(c, "slack_daily_summary", [later], **slack_env(base, "x")))
+    assert len(fake.posts) == 1
 
 
 async def test_two_replicas_with_schedulers_start_and_skip_ticks_cleanly(
