@@ -36,7 +36,7 @@ from gateway import keys
 from gateway.connectors.github.core import sign
 from gateway.db.database import Database
 from gateway.db.migrate import upgrade
-from gateway.db.models import JobSlot, Task, TimerEventRow
+from gateway.db.models import JobSlot, Project, Task, TimerEventRow, User
 from tests.conftest import (
     CSRF_RE,
     ON_POSTGRES,
@@ -653,6 +653,32 @@ async def test_two_replicas_with_schedulers_start_and_skip_ticks_cleanly(
         assert replica.proc.returncode == 0, replica.output()
         assert re.search(r"scheduled slack_daily_summary", replica.output()), replica.output()
         assert "Traceback" not in replica.output()
+
+
+async def test_two_replicas_starting_at_once_on_an_empty_database(tmp_path: Path) -> None:
+    """Both migrate (serialised) and run the first-run set-up: one admin, one project."""
+    url, name = await fresh_database_url(tmp_path)
+    db = Database(url, env_tz="UTC")
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    c = Cluster(tmp_path, url, db, Made({keys.DB: db}), _env(tmp_path, url), http)
+    try:
+        a, b = await c.pair(GATEWAY_AUTO_MIGRATE="1")
+        for replica in (a, b):
+            status, _ = await c.get(replica, "/readyz")
+            assert status == 200
+        async with db.sessions() as s:
+            users = (await s.execute(select(User.username))).scalars().all()
+            projects = (await s.execute(select(Project.name))).scalars().all()
+        assert users == ["admin"] and projects == ["General"], (users, projects)
+        c.stop_all()
+        printed = [r.output().count("First run: created user 'admin'") for r in (a, b)]
+        assert sorted(printed) == [0, 1], printed
+    finally:
+        c.stop_all()
+        await http.close()
+        await db.dispose()
+        if name:
+            await _drop_pg_database(name)
 
 
 def test_the_fixtures_used_here_exist() -> None:
