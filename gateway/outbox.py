@@ -36,12 +36,21 @@ LEASE = timedelta(seconds=120)  # the default; GATEWAY_EVENT_LEASE (MIN_LEASE an
 MIN_LEASE = timedelta(seconds=10)
 POLL_SECONDS = 5.0  # the fallback when no notification arrives (or on SQLite)
 MAX_ATTEMPTS = 8
+MAX_ASKED_WAIT = 3600.0  # seconds: the longest Retry-After a subscriber's retry honours
 DONE_RETENTION = timedelta(days=1)
 PENDING_RETENTION = timedelta(days=7)
 
 
 class PermanentFailure(Exception):
     """A subscriber failure that retrying cannot fix (e.g. Slack's channel_not_found)."""
+
+
+class RetryLater(Exception):
+    """A transient subscriber failure whose provider said how long to wait (Retry-After)."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,7 @@ class TimerOutbox:
         too_old = now - record.created_at > self.max_age
         errors: list[str] = []
         retry = False
+        asked = 0.0  # the longest wait a provider asked for
         if too_old:
             errors.append("older than the age limit: not announced")
             log.info("timer event %s skipped: older than the age limit", record.id)
@@ -192,6 +202,8 @@ class TimerOutbox:
                     errors.append(f"{name}: {exc}")
                 except Exception as exc:
                     retry = True
+                    if isinstance(exc, RetryLater):
+                        asked = max(asked, exc.seconds)
                     errors.append(f"{name}: {type(exc).__name__}: {exc}")
                     log.warning("timer event %s: subscriber %s failed: %s", record.id, name, exc)
                 else:
@@ -205,7 +217,9 @@ class TimerOutbox:
         if finished:
             values["done_at"] = now
         else:
-            values["available_at"] = now + backoff(record.attempts)
+            # Never sooner than the provider asked (capped: an absurd Retry-After is not obeyed).
+            wait = max(backoff(record.attempts), timedelta(seconds=min(asked, MAX_ASKED_WAIT)))
+            values["available_at"] = now + wait
         async with self.db.write_transaction() as session:
             # Only while the lease is still ours: had it run out and another dispatcher taken
             # the event, its result stands and this one is dropped.
@@ -305,4 +319,11 @@ def _naive_utc(moment: datetime) -> datetime:
     """The gateway's own timestamps are naive UTC, like integrations.*_at."""
     return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
-__all__ = ["CHANNEL", "PermanentFailure", "Subscriber", "TimerEventRecord", "TimerOutbox"]
+__all__ = [
+    "CHANNEL",
+    "PermanentFailure",
+    "RetryLater",
+    "Subscriber",
+    "TimerEventRecord",
+    "TimerOutbox",
+]

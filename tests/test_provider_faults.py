@@ -107,6 +107,10 @@ class Faults:
                 status=429,
                 headers={"Retry-After": "1"},
             )
+        if kind == "429_long":
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "300"}
+            )
         if kind == "hang":
             await asyncio.sleep(HANG)
             return web.Response(status=504, text="too late")
@@ -427,6 +431,24 @@ async def test_slack_notification_fault_is_retried_later_and_posted_once(
     assert "started a timer" in sl.posts_to(CHANNEL)[0]["text"]
     assert all(e.done_at is not None for e in await sl.events())
     assert (await sl.integration(sl.alice.id)).last_error is None
+
+
+async def test_slack_retry_after_is_honoured_by_the_outbox(sl: SL) -> None:
+    """Slack asks for five minutes: the event is not tried again before then (not 5 s later)."""
+    sl.faults.add("/chat.postMessage", "429_long", times=1)
+    await sl.start(sl.auth)
+    assert await sl.app[keys.OUTBOX].dispatch_once() == 1
+    [event] = await sl.events()
+    assert event.done_at is None
+    assert event.available_at - event.created_at >= timedelta(seconds=295), event.available_at
+    assert "rate-limiting" in (await sl.integration(sl.alice.id)).last_error
+    assert await sl.app[keys.OUTBOX].dispatch_once() == 0  # not due: nothing asked of Slack
+    assert sl.faults.injected == ["429_long"] and sl.fake.posts == []
+    async with sl.app[keys.DB].sessions() as s:
+        await s.execute(update(TimerEventRow).values(available_at=TimerEventRow.created_at))
+        await s.commit()
+    assert await sl.app[keys.OUTBOX].dispatch_once() == 1
+    assert len(sl.posts_to(CHANNEL)) == 1
 
 
 @pytest.mark.parametrize("kind", SLACK_FAULTS)

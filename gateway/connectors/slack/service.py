@@ -30,7 +30,7 @@ from gateway.connectors.webhooks import (
 from gateway.db.models import Integration, User
 from gateway.errors import BadRequest, Unauthorized
 from gateway.events import EventBus
-from gateway.outbox import STARTED, PermanentFailure, TimerEventRecord
+from gateway.outbox import STARTED, PermanentFailure, RetryLater, TimerEventRecord
 from gateway.scheduler import JobReport
 from gateway.timeutil import zone
 
@@ -431,6 +431,8 @@ class SlackConnector(Connector):
         await self.store.record_sync(row.id, "error", outcome.message)
         if outcome.permanent:
             raise PermanentFailure(outcome.message)
+        if outcome.retry_after:  # Slack's Retry-After: the outbox waits at least that long
+            raise RetryLater(outcome.message, outcome.retry_after)
         raise RuntimeError(outcome.message)
 
     # -- daily summary --------------------------------------------------------------------------
