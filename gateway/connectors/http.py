@@ -44,6 +44,7 @@ class HttpResult:
     text: str = ""
     headers: CIMultiDictProxy[str] = field(default_factory=lambda: CIMultiDictProxy(CIMultiDict()))
     error: str | None = None
+    malformed: bool = False  # said it was JSON, but was not: counted apart in the metrics
 
     @property
     def ok(self) -> bool:
@@ -133,9 +134,10 @@ class HttpClient:
             log.info("%s %s: retrying in %.1f s (attempt %d)", service, method, wait, attempt + 1)
             await self.sleep(wait)
         if self.metrics is not None:
-            outcome = (
-                "ok" if result.ok else ("network_error" if result.status is None else "http_error")
-            )
+            if result.ok:
+                outcome = "invalid_answer" if result.malformed else "ok"
+            else:
+                outcome = "network_error" if result.status is None else "http_error"
             self.metrics.outbound_requests.labels(service, outcome).inc()
         if result.error is None and not result.ok:
             result.error = _describe_failure(service, result)
@@ -163,13 +165,18 @@ class HttpClient:
                 raw = await _read_capped(response, MAX_BODY_BYTES)
                 text = raw.decode(response.charset or "utf-8", errors="replace")
                 payload: Any = None
+                malformed = False
                 if text and "json" in (response.content_type or ""):
                     try:
                         payload = json.loads(text)
                     except ValueError:
-                        payload = None
+                        payload, malformed = None, True
                 return HttpResult(
-                    status=response.status, data=payload, text=text, headers=response.headers
+                    status=response.status,
+                    data=payload,
+                    text=text,
+                    headers=response.headers,
+                    malformed=malformed,
                 )
         except TimeoutError:
             return HttpResult(status=None, error=f"timed out after {self.timeout:g} s")
