@@ -32,9 +32,11 @@ STARTED, STOPPED = "started", "stopped"
 # it covers, so a dispatcher never finishes an event another one has taken over since.
 BATCH = 1
 SUBSCRIBER_TIMEOUT = 30.0  # seconds; Slack's Retry-After waits are capped below this
-LEASE = timedelta(seconds=120)
+LEASE = timedelta(seconds=120)  # the default; GATEWAY_EVENT_LEASE (MIN_LEASE and up)
+MIN_LEASE = timedelta(seconds=10)
 POLL_SECONDS = 5.0  # the fallback when no notification arrives (or on SQLite)
 MAX_ATTEMPTS = 8
+MAX_ASKED_WAIT = 3600.0  # seconds: the longest Retry-After a subscriber's retry honours
 DONE_RETENTION = timedelta(days=1)
 PENDING_RETENTION = timedelta(days=7)
 
@@ -81,8 +83,14 @@ class TimerOutbox:
         clock: Clock = utcnow,
         max_age: timedelta = timedelta(hours=1),
         poll_seconds: float = POLL_SECONDS,
+        lease: timedelta = LEASE,
     ) -> None:
+        if lease < MIN_LEASE:
+            raise ValueError(f"a lease under {MIN_LEASE.total_seconds():g} s")
         self.db = db
+        self.lease = lease
+        # The lease must outlast the work it covers: each subscriber gets at most half of it.
+        self.subscriber_timeout = min(SUBSCRIBER_TIMEOUT, lease.total_seconds() / 2)
         self.clock = clock
         self.max_age = max_age
         self.poll_seconds = poll_seconds
@@ -143,7 +151,7 @@ class TimerOutbox:
             ).scalars().all()
             claimed = []
             for row in rows:
-                row.locked_until = now + LEASE
+                row.locked_until = now + self.lease
                 row.attempts = (row.attempts or 0) + 1
                 done = set(filter(None, (row.done_subscribers or "").split("\n")))
                 claimed.append(
@@ -186,7 +194,7 @@ class TimerOutbox:
                 if name in done:
                     continue
                 try:
-                    async with asyncio.timeout(SUBSCRIBER_TIMEOUT):
+                    async with asyncio.timeout(self.subscriber_timeout):
                         await subscriber(record)
                 except asyncio.CancelledError:
                     raise
@@ -212,9 +220,9 @@ class TimerOutbox:
         if finished:
             values["done_at"] = now
         else:
-            values["available_at"] = now + max(
-                backoff(record.attempts), timedelta(seconds=not_before)
-            )
+            # Never sooner than the provider asked (capped: an absurd Retry-After is not obeyed).
+            wait = max(backoff(record.attempts), timedelta(seconds=min(not_before, MAX_ASKED_WAIT)))
+            values["available_at"] = now + wait
         async with self.db.write_transaction() as session:
             # Only while the lease is still ours: had it run out and another dispatcher taken
             # the event, its result stands and this one is dropped.

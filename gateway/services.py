@@ -120,7 +120,12 @@ def build_services(
     db, secrets = open_database(settings)
     metrics = Metrics()
     events = EventBus()
-    outbox = TimerOutbox(db, clock=clock, max_age=timedelta(seconds=settings.event_max_age))
+    outbox = TimerOutbox(
+        db,
+        clock=clock,
+        max_age=timedelta(seconds=settings.event_max_age),
+        lease=timedelta(seconds=settings.event_lease),
+    )
     timer = TimerService(db, events, outbox, clock=clock)
     services = Services(
         settings=settings,

@@ -78,6 +78,7 @@ class Settings:
     timetracker_session_cookie: str = "session"
     sync_concurrency: int = 10
     event_max_age: int = 3600  # seconds: older timer events are not announced
+    event_lease: float = 120.0  # seconds a dispatcher holds a timer event before others may
     db_timeout: float = 5.0
     shutdown_timeout: float = 5.0
     google_client_id: str | None = None
@@ -189,6 +190,7 @@ class Settings:
             timetracker_session_cookie=cookie,
             sync_concurrency=_int(env, "GATEWAY_SYNC_CONCURRENCY", 10, 1, 200),
             event_max_age=_int(env, "GATEWAY_EVENT_MAX_AGE", 3600, 60, 7 * 24 * 3600),
+            event_lease=_seconds(env, "GATEWAY_EVENT_LEASE", 120.0, 10, 3600),
             db_timeout=_seconds(env, "GATEWAY_DB_TIMEOUT", 5.0, 0.5, 120),
             # Docker's stop waits 10 s before SIGKILL: the default leaves room for clean-up.
             shutdown_timeout=_seconds(env, "GATEWAY_SHUTDOWN_TIMEOUT", 5.0, 0, 300),

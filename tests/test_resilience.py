@@ -41,6 +41,29 @@ def test_timeouts_have_short_defaults_and_are_validated() -> None:
         assert caught.value.variable == variable
 
 
+def test_event_lease_is_a_validated_setting_wired_to_the_outbox() -> None:
+    from datetime import timedelta
+
+    from gateway.outbox import SUBSCRIBER_TIMEOUT, TimerOutbox
+    from gateway.services import build_services
+
+    assert Settings.from_env({}).event_lease == 120
+    custom = Settings.from_env({"GATEWAY_EVENT_LEASE": "15"})
+    assert custom.event_lease == 15
+    for value in ("9", "3601", "soon", "nan"):
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({"GATEWAY_EVENT_LEASE": value})
+        assert caught.value.variable == "GATEWAY_EVENT_LEASE"
+    key = Fernet.generate_key().decode()
+    services = build_services(Settings(encryption_key=key, event_lease=15.0))
+    assert services.outbox.lease == timedelta(seconds=15)
+    # The lease outlasts the work it covers: a subscriber gets at most half of it.
+    assert services.outbox.subscriber_timeout == 7.5
+    assert TimerOutbox(services.db).subscriber_timeout == SUBSCRIBER_TIMEOUT
+    with pytest.raises(ValueError):
+        TimerOutbox(services.db, lease=timedelta(seconds=5))
+
+
 # -- redaction ---------------------------------------------------------------------------------
 
 

@@ -844,3 +844,49 @@ async def test_stop_button_replies_go_to_slacks_response_url(sl, monkeypatch) ->
     assert "only stop your own timer" in sent[0][1]["text"]
     assert sent[0][1]["replace_original"] is False
     assert (await sl.entries())[0].end_time is not None  # the owner's click stopped it
+
+
+async def _set_claim(sl, day: str, claimed_at: datetime | None) -> None:  # type: ignore[no-untyped-def]
+    from gateway.connectors.slack.service import SUMMARY_CLAIMED_AT_KEY, SUMMARY_DAY_KEY
+
+    async def mutate(_row, config, _s) -> None:  # type: ignore[no-untyped-def]
+        config.set(SUMMARY_DAY_KEY, day)
+        if claimed_at is None:
+            config.raw.pop(SUMMARY_CLAIMED_AT_KEY, None)
+        else:
+            config.set(SUMMARY_CLAIMED_AT_KEY, claimed_at.isoformat())
+
+    row = await sl.integration(sl.alice.id)
+    await sl.connector.store.update(row.id, mutate)
+
+
+async def test_a_summary_claimed_by_a_run_that_died_is_posted_by_a_later_run(sl) -> None:
+    from datetime import timedelta
+
+    from gateway.connectors.slack.service import SUMMARY_CLAIMED_AT_KEY
+
+    now = datetime.now(UTC)
+    later = f"{(now.hour + 2) % 24:02d}:{now.minute:02d}"  # outside its window now
+    await sl.configure(sl.auth, daily_summary=True, daily_summary_time=later)
+    today = now.date().isoformat()
+    naive = now.replace(tzinfo=None)
+    # Posted under the old format (no claim time), or being posted right now: left alone.
+    await _set_claim(sl, today, None)
+    await sl.app[keys.SCHEDULER].run("slack_daily_summary")
+    await _set_claim(sl, today, naive - timedelta(seconds=5))
+    await sl.app[keys.SCHEDULER].run("slack_daily_summary")
+    assert sl.fake.posts == []
+    # Claimed minutes ago by a replica that died before posting: the next run posts it, once.
+    await _set_claim(sl, today, naive - timedelta(minutes=5))
+    report = await sl.app[keys.SCHEDULER].run("slack_daily_summary")
+    assert report.succeeded == 1, report
+    [post] = sl.fake.posts
+    assert "Daily summary" in post["text"]
+    row = await sl.integration(sl.alice.id)
+    assert row.config["last_summary_day"] == today and SUMMARY_CLAIMED_AT_KEY not in row.config
+    await sl.app[keys.SCHEDULER].run("slack_daily_summary")
+    assert len(sl.fake.posts) == 1
+    # Too old to be worth posting (a replica that died yesterday morning): dropped.
+    await _set_claim(sl, today, naive - timedelta(hours=7))
+    await sl.app[keys.SCHEDULER].run("slack_daily_summary")
+    assert len(sl.fake.posts) == 1

@@ -44,6 +44,7 @@ class HttpResult:
     text: str = ""
     headers: CIMultiDictProxy[str] = field(default_factory=lambda: CIMultiDictProxy(CIMultiDict()))
     error: str | None = None
+    malformed: bool = False  # said it was JSON, but was not: counted apart in the metrics
 
     @property
     def ok(self) -> bool:
@@ -60,6 +61,7 @@ class HttpClient:
         max_wait: float = 30.0,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        timeout: float = TIMEOUT_SECONDS,
     ) -> None:
         # Built with the app, the ClientSession attached when the app starts (`attach`): one
         # session per app, opened inside the running loop.
@@ -69,6 +71,7 @@ class HttpClient:
         self.max_wait = max_wait
         self.sleep = sleep
         self.clock = clock
+        self.timeout = timeout  # seconds per attempt, the whole answer read included
 
     def attach(self, session: aiohttp.ClientSession) -> None:
         self._session = session
@@ -131,9 +134,10 @@ class HttpClient:
             log.info("%s %s: retrying in %.1f s (attempt %d)", service, method, wait, attempt + 1)
             await self.sleep(wait)
         if self.metrics is not None:
-            outcome = (
-                "ok" if result.ok else ("network_error" if result.status is None else "http_error")
-            )
+            if result.ok:
+                outcome = "invalid_answer" if result.malformed else "ok"
+            else:
+                outcome = "network_error" if result.status is None else "http_error"
             self.metrics.outbound_requests.labels(service, outcome).inc()
         if result.error is None and not result.ok:
             result.error = _describe_failure(service, result)
@@ -156,21 +160,26 @@ class HttpClient:
                 params=params,
                 json=json_body,
                 data=data,
-                timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as response:
                 raw = await _read_capped(response, MAX_BODY_BYTES)
                 text = raw.decode(response.charset or "utf-8", errors="replace")
                 payload: Any = None
+                malformed = False
                 if text and "json" in (response.content_type or ""):
                     try:
                         payload = json.loads(text)
                     except ValueError:
-                        payload = None
+                        payload, malformed = None, True
                 return HttpResult(
-                    status=response.status, data=payload, text=text, headers=response.headers
+                    status=response.status,
+                    data=payload,
+                    text=text,
+                    headers=response.headers,
+                    malformed=malformed,
                 )
         except TimeoutError:
-            return HttpResult(status=None, error=f"timed out after {int(TIMEOUT_SECONDS)} s")
+            return HttpResult(status=None, error=f"timed out after {self.timeout:g} s")
         except aiohttp.ClientError as exc:
             # The exception text can carry the URL: never a secret (secrets travel in headers).
             return HttpResult(status=None, error=f"network error: {redact(type(exc).__name__)}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway.connectors.base import Connector
 from gateway.db.models import Integration
+from gateway.logs import redact
 from gateway.scheduler import Job, JobReport
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class IntegrationJobRunner:
             raise
         except TimeoutError:
             outcome = SyncOutcome("error", f"stopped after {int(self.time_limit)} s")
+            log.warning("%s: integration %s: %s", connector.slug, row.id, outcome.error)
         except Exception as exc:
             log.warning(
                 "%s: integration %s failed: %s",
@@ -74,6 +76,11 @@ class IntegrationJobRunner:
                 exc_info=True,
             )
             outcome = SyncOutcome("error", f"{type(exc).__name__}: {exc}"[:500])
+        else:
+            if outcome.status == "error":  # a provider fault: said once per run, in the log too
+                log.warning(
+                    "%s: integration %s: %s", connector.slug, row.id, redact(outcome.error or "")
+                )
         try:
             await connector.store.record_sync(row.id, outcome.status, outcome.error)
         except Exception:  # the row may have gone; the outcome still counts in the report

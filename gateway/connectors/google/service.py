@@ -847,6 +847,12 @@ class GoogleCalendarConnector(Connector):
                 continue
             # A deterministic id makes a retried insert answer 409 instead of a second event.
             answer = await self.api(row.id, "POST", url, json_body=body, retry_unsafe=True)
+            if answer.ok and not _is_event(answer.data, event_id):
+                # A 2xx that is not the event (a proxy's page, a cut answer) proves nothing:
+                # not linked, so the next sync inserts again (a 409 if it was in fact done).
+                counts["errors"].append(f"entry {entry.id}: Google's answer was not the event")
+                complete = False
+                continue
             if answer.ok:
                 counts["exported"] += 1
             else:
@@ -944,6 +950,10 @@ class GoogleCalendarConnector(Connector):
                 .on_conflict_do_nothing()
             )
             await session.commit()
+
+
+def _is_event(data: Any, event_id: str) -> bool:
+    return isinstance(data, dict) and data.get("id") == event_id
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ import json
 import logging
 import time as pytime
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 SUMMARY_JOB = "slack_daily_summary"
 SUMMARY_SPEC = "*/30 * * * *"  # core.SUMMARY_WINDOW: each local day is due in exactly one run
 SUMMARY_DAY_KEY = "last_summary_day"  # config: the local day whose summary was claimed
+# config: while a claimed summary is being posted, when it was claimed (naive UTC ISO). Gone
+# once posted (or given up); still there after a replica died mid-post, so a later run, or
+# another replica, posts the summary after all (claims older than STALE_CLAIM_LIMIT are dropped).
+SUMMARY_CLAIMED_AT_KEY = "summary_claimed_at"
+STALE_CLAIM_LIMIT = timedelta(hours=6)
 TEAM_KEY = "team_id"  # config: the workspace seen by the last successful test
 RESPOND_EVENT = "slack.respond"  # EventBus: a reply to a response_url, off the request path
 RESPONSE_URL_HOSTS = ("hooks.slack.com",)
@@ -86,6 +91,8 @@ class SlackConnector(Connector):
         self.runner = runner
         self.events = events
         self.wall_clock = wall_clock
+        # How long a summary claim protects a post under way (GATEWAY_EVENT_LEASE, as events).
+        self.claim_lease = timedelta(seconds=deps.settings.event_lease)
         if events is not None:
             events.subscribe(RESPOND_EVENT, self._respond)
 
@@ -444,6 +451,10 @@ class SlackConnector(Connector):
             config = self.store.config(row)
             if not self.option(config, "daily_summary") or not config.get("channel_id"):
                 continue
+            stale = self._stale_claim(config)
+            if stale is not None:  # claimed by a run that died before posting: post it now
+                due[row.id] = stale
+                continue
             try:
                 day = core.summary_due(
                     now, zone(tz_name, app_tz), self.option(config, "daily_summary_time")
@@ -464,22 +475,58 @@ class SlackConnector(Connector):
             SUMMARY_JOB, self, work, eligible=lambda row: row.id in due
         )
 
+    def _claimed_at(self, config: Config | Mapping[str, Any]) -> datetime | None:
+        raw = config.get(SUMMARY_CLAIMED_AT_KEY)
+        try:
+            return datetime.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return None
+
+    def _now(self) -> datetime:
+        now = self.clock()
+        return now if now.tzinfo is None else now.astimezone(UTC).replace(tzinfo=None)
+
+    def _stale_claim(self, config: Config | Mapping[str, Any]) -> date | None:
+        """The day of a claim whose post never finished (its run died), if still worth posting."""
+        claimed_at = self._claimed_at(config)
+        day = config.get(SUMMARY_DAY_KEY)
+        if claimed_at is None or not isinstance(day, str):
+            return None
+        age = self._now() - claimed_at
+        if not self.claim_lease <= age <= STALE_CLAIM_LIMIT:
+            return None
+        try:
+            return date.fromisoformat(day)
+        except ValueError:
+            return None
+
     async def claim_summary(self, integration_id: int, day: date) -> bool:
-        """Record `day` as posted under the row's lock: one claim per day, whoever runs."""
+        """Claim `day`'s summary under the row's lock: one claim per day, whoever runs.
+
+        The claim carries its time until the post is done, so a claim left by a replica that
+        died mid-post can be taken over once it is older than the lease.
+        """
 
         async def mutate(_row: Integration, config: Config, _s: AsyncSession) -> bool:
             if config.get(SUMMARY_DAY_KEY) == day.isoformat():
-                return False
+                claimed_at = self._claimed_at(config)
+                if claimed_at is None or self._now() - claimed_at < self.claim_lease:
+                    return False  # posted, or being posted right now
             config.set(SUMMARY_DAY_KEY, day.isoformat())
+            config.set(SUMMARY_CLAIMED_AT_KEY, self._now().isoformat())
             return True
 
         _row, claimed = await self.store.update(integration_id, mutate)
         return bool(claimed)
 
-    async def release_summary(self, integration_id: int, day: date) -> None:
+    async def release_summary(self, integration_id: int, day: date, *, done: bool) -> None:
+        """After the post: `done` keeps the day (posted, or given up for good), else frees it."""
+
         async def mutate(_row: Integration, config: Config, _s: AsyncSession) -> None:
             if config.get(SUMMARY_DAY_KEY) == day.isoformat():
-                config.raw.pop(SUMMARY_DAY_KEY, None)
+                config.raw.pop(SUMMARY_CLAIMED_AT_KEY, None)
+                if not done:
+                    config.raw.pop(SUMMARY_DAY_KEY, None)
 
         await self.store.update(integration_id, mutate)
 
@@ -493,9 +540,9 @@ class SlackConnector(Connector):
         )
         fresh = await self.store.get(row.id)
         outcome = await self.post(self.store.config(fresh or row), message)
+        # Not posted and worth retrying: released, so a rerun inside the window may post.
+        await self.release_summary(row.id, day, done=outcome.ok or outcome.permanent)
         if not outcome.ok:
-            if not outcome.permanent:
-                await self.release_summary(row.id, day)  # a rerun inside the window may post
             return SyncOutcome("error", outcome.message)
         return SyncOutcome("success", detail={"summary": "posted", "day": str(day)})
 
