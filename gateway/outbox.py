@@ -205,6 +205,7 @@ class TimerOutbox:
                     retry = True
                     not_before = max(not_before, exc.seconds)
                     errors.append(f"{name}: {exc} (retry after {int(exc.seconds)} s)")
+                    log.warning("timer event %s: subscriber %s failed: %s", record.id, name, exc)
                 except Exception as exc:
                     retry = True
                     errors.append(f"{name}: {type(exc).__name__}: {exc}")
@@ -221,7 +222,8 @@ class TimerOutbox:
             values["done_at"] = now
         else:
             # Never sooner than the provider asked (capped: an absurd Retry-After is not obeyed).
-            wait = max(backoff(record.attempts), timedelta(seconds=min(not_before, MAX_ASKED_WAIT)))
+            asked = timedelta(seconds=min(not_before, MAX_ASKED_WAIT))
+            wait = max(backoff(record.attempts), asked)
             values["available_at"] = now + wait
         async with self.db.write_transaction() as session:
             # Only while the lease is still ours: had it run out and another dispatcher taken

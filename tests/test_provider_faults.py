@@ -592,7 +592,7 @@ async def test_google_events_list_fault_leaves_other_users_alone(
     before = await metric(gg.client, "Google Calendar", outcome)
     with Timer() as took:
         report = await gg.app[keys.SCHEDULER].run(GOOGLE_JOB)
-    assert took.seconds < _max_wait() + 1, took.seconds
+    assert took.seconds < _max_wait() + 3, took.seconds  # + up to 1 s of jitter per retry
     assert report.failed == 1 and report.succeeded == 1, report
     assert len(await gg.entries("bob")) == 4 and await gg.entries("alice") == []
     state = await gg.status()
@@ -601,9 +601,11 @@ async def test_google_events_list_fault_leaves_other_users_alone(
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any(m.startswith("google") and "integration" in m for m in said), said
     assert ACCESS not in caplog.text
-    assert await metric(gg.client, "Google Calendar", outcome) == before + 1
-    retried = kind in ("429", "hang", "close")  # a GET: 429 and network errors are retried
-    assert gg.faults.injected.count(kind) == (3 if retried else 1), gg.faults.injected
+    # Google calls back off themselves (jittered; 429, 5xx and no answer): three tries, each
+    # one a call in the metrics. A 200 with a broken body is not retried.
+    tries = 1 if kind == "badjson" else 3
+    assert await metric(gg.client, "Google Calendar", outcome) == before + tries
+    assert gg.faults.injected.count(kind) == tries, gg.faults.injected
     gg.faults.clear()
     report = await gg.app[keys.SCHEDULER].run(GOOGLE_JOB)
     assert report.failed == 0, report
