@@ -86,6 +86,9 @@ class Routed:
     handler: Handler
     key: str | None
     claims_itself: bool = False  # the handler records the key in its own single write
+    # False: the handler writes nothing itself (it only schedules after-commit work, e.g. a
+    # Slack command run by the timer service): no transaction is opened for it.
+    writes: bool = True
 
 
 class Receiver(Protocol):
@@ -222,6 +225,9 @@ class WebhookPipeline:
             if isinstance(routed, Answer):
                 return routed, verified[0].id if routed.attributed else None
         delivery = Delivery(routed.candidate, event, routed.key)
+        if not routed.writes and routed.key is None:
+            await routed.handler(delivery)
+            return await self._finish(receiver, delivery), routed.candidate.id
         async with self.db.write_transaction() as session:
             delivery.session = session
             if routed.key is not None and not await self.deliveries.claim(

@@ -124,12 +124,24 @@ async def stop(slack: SlackConnector, user: User, name: str) -> Reply:
 
 
 async def status(slack: SlackConnector, user: User, name: str) -> Reply:
-    entry = await slack.timer.status(user)
-    if entry is None:
+    # The running entry with its names in one query: /tt status is the most frequent command.
+    async with slack.db.sessions() as session:
+        running = (
+            await session.execute(
+                select(TimeEntry.start_time, Project.name, Task.name)
+                .outerjoin(Project, Project.id == TimeEntry.project_id)
+                .outerjoin(Task, Task.id == TimeEntry.task_id)
+                .where(TimeEntry.user_id == user.id, TimeEntry.end_time.is_(None))
+                .order_by(TimeEntry.start_time.desc())
+                .limit(1)
+            )
+        ).first()
+    if running is None:
         return core.reply_not_running(command=name)
-    project, task = await _names(slack, entry)
-    started, elapsed = await _elapsed(slack, entry)
-    return core.reply_status(project, task, started, elapsed)
+    started, project, task = running
+    app_tz, _ = await slack.db.app_settings()
+    elapsed = (slack.clock() - from_wall(started, app_tz)).total_seconds()
+    return core.reply_status(project or "", task, started, elapsed)
 
 
 async def stop_button(slack: SlackConnector, user: User, action: core.BlockAction) -> Reply:

@@ -310,7 +310,7 @@ class SlackConnector(Connector):
             owner = self._owner(verified, event.user_id, event.team_id)
             if not isinstance(owner, Candidate):
                 return Answer(200, owner, "unlinked", attributed=False)
-            return Routed(owner, self._command_handler, None)
+            return Routed(owner, self._command_handler, None, writes=False)
         if isinstance(event, core.BlockAction):
             if core.stop_button_entry_id(event) is None:
                 return Answer(200, {"ok": True, "ignored": event.action_id[:64]}, "ignored")
@@ -319,7 +319,7 @@ class SlackConnector(Connector):
                 reply = core.reply_stop_refused()
                 self.respond_later(event.response_url, reply)
                 return Answer(200, reply, "refused", attributed=False)
-            return Routed(owner, self._button_handler, None)
+            return Routed(owner, self._button_handler, None, writes=False)
         if isinstance(event, core.EventCallback):
             # Nothing is done with events yet; a retry (same event_id) is answered as a duplicate.
             candidate = next(
