@@ -829,18 +829,7 @@ class GoogleCalendarConnector(Connector):
                 continue
             event_id = core.export_event_id(row.id, entry.id)
             try:
-                body = core.export_event_body(
-                    core.ExportEntry(
-                        id=entry.id,
-                        start_time=entry.start_time,
-                        end_time=entry.end_time,
-                        project_name=project_name or "",
-                        task_name=task_name,
-                        notes=entry.notes,
-                    ),
-                    app_tz,
-                    event_id=event_id,
-                )
+                body = _event_body(entry, project_name, task_name, app_tz, event_id)
             except ValueError as exc:
                 counts["skipped"] += 1
                 log.info("google export: entry %s not exported: %s", entry.id, exc)
@@ -898,17 +887,7 @@ class GoogleCalendarConnector(Connector):
         calendar_id = config.get("calendar_id") or "primary"
         for link, entry, project_name, task_name in rows:
             try:
-                body = core.export_event_body(
-                    core.ExportEntry(
-                        id=entry.id,
-                        start_time=entry.start_time,
-                        end_time=entry.end_time,
-                        project_name=project_name or "",
-                        task_name=task_name,
-                        notes=entry.notes,
-                    ),
-                    app_tz,
-                )
+                body = _event_body(entry, project_name, task_name, app_tz)
             except ValueError:
                 continue
             url = self.settings.google_calendar_api_url + core.event_path(
@@ -954,6 +933,28 @@ class GoogleCalendarConnector(Connector):
 
 def _is_event(data: Any, event_id: str) -> bool:
     return isinstance(data, dict) and data.get("id") == event_id
+
+
+def _event_body(
+    entry: TimeEntry,
+    project_name: str | None,
+    task_name: str | None,
+    app_tz: tzinfo,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    """The Calendar event of an entry, for an export (with its id) or an update (without)."""
+    return core.export_event_body(
+        core.ExportEntry(
+            id=entry.id,
+            start_time=entry.start_time,
+            end_time=entry.end_time,
+            project_name=project_name or "",
+            task_name=task_name,
+            notes=entry.notes,
+        ),
+        app_tz,
+        event_id=event_id,
+    )
 
 
 def _bearer(token: str) -> dict[str, str]:
