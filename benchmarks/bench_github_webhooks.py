@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.common import free_port, wait_ready  # noqa: E402
 from gateway.connectors.github.core import sign  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "github" / "webhooks" / "issues.opened.json"
@@ -59,26 +59,6 @@ def cpu_snapshot(server_pid: int) -> dict[str, float]:
                 continue
     own = os.times()
     return {"server": _cpu_of(server_pid), "postgres": postgres, "client": own.user + own.system}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_ready(url: str, deadline: float = 60) -> None:
-    end = time.monotonic() + deadline
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < end:
-            try:
-                async with session.get(url) as r:
-                    if r.status < 500:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def prepare_gateway_db(url: str, key: str, secret: str) -> int:
