@@ -529,6 +529,10 @@ async def test_start_project_slash_task(sl) -> None:
     assert "*Website Redesign* — Homepage copy" in reply["text"]
     [entry] = await sl.entries()
     assert entry.task_id == task.id
+    # Status names the task too, and the start time as TimeTracker stored it (wall time).
+    reply = await sl.command("status")
+    assert "Running on *Website Redesign* — Homepage copy since " in reply["text"]
+    assert f"since {entry.start_time:%H:%M} (" in reply["text"]
 
 
 async def test_shared_app_acts_for_the_linked_user_only(sl) -> None:

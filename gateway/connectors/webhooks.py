@@ -85,7 +85,9 @@ class Routed:
     candidate: Candidate
     handler: Handler
     key: str | None
-    claims_itself: bool = False  # the handler records the key in its own single write
+    # The handler runs on the fast path's autocommit connection (Delivery.conn) and records
+    # the key, if any, in its own single write (or only reads, e.g. Slack's /tt status).
+    claims_itself: bool = False
     # False: the handler writes nothing itself (it only schedules after-commit work, e.g. a
     # Slack command run by the timer service): no transaction is opened for it.
     writes: bool = True

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, tzinfo
 from typing import Any, Protocol
 
 from sqlalchemy import select
@@ -34,7 +35,7 @@ async def run_command(slack: SlackConnector, user: User, request: core.SlashComm
     if command.verb == "stop":
         return await stop(slack, user, name)
     if command.verb == "status":
-        return await status(slack, user, name)
+        return await status(slack, user.id, name)
     if command.verb == "today":
         summary = await slack.timer.today(user)
         return core.reply_today(summary.total_seconds / 3600, len(summary.projects))
@@ -123,23 +124,50 @@ async def stop(slack: SlackConnector, user: User, name: str) -> Reply:
     return core.reply_stopped(project, task, float(entry["duration_seconds"] or 0))
 
 
-async def status(slack: SlackConnector, user: User, name: str) -> Reply:
-    # The running entry with its names in one query: /tt status is the most frequent command.
-    async with slack.db.sessions() as session:
-        running = (
-            await session.execute(
-                select(TimeEntry.start_time, Project.name, Task.name)
-                .outerjoin(Project, Project.id == TimeEntry.project_id)
-                .outerjoin(Task, Task.id == TimeEntry.task_id)
-                .where(TimeEntry.user_id == user.id, TimeEntry.end_time.is_(None))
-                .order_by(TimeEntry.start_time.desc())
-                .limit(1)
-            )
-        ).first()
+# The running entry with its names in one statement: /tt status is the most frequent command.
+# On PostgreSQL it runs on the webhook pipeline's autocommit connection (no ORM, no session).
+STATUS_SQL = (
+    "SELECT te.start_time, p.name, t.name FROM time_entries AS te "
+    "LEFT JOIN projects AS p ON p.id = te.project_id "
+    "LEFT JOIN tasks AS t ON t.id = te.task_id "
+    "WHERE te.user_id = $1 AND te.end_time IS NULL "
+    "ORDER BY te.start_time DESC LIMIT 1"
+)
+
+
+async def status(
+    slack: SlackConnector,
+    user_id: int,
+    name: str,
+    *,
+    conn: Any = None,
+    app_tz: tzinfo | None = None,
+) -> Reply:
+    """Project, task, start time and elapsed time of the running timer.
+
+    `conn`: an asyncpg connection to read on (the pipeline's); `app_tz`: the app time zone
+    when the caller read it already (reading it may need a pooled connection of its own).
+    """
+    running: Sequence[Any] | None
+    if conn is not None:
+        running = await conn.fetchrow(STATUS_SQL, user_id)
+    else:
+        async with slack.db.sessions() as session:
+            running = (
+                await session.execute(
+                    select(TimeEntry.start_time, Project.name, Task.name)
+                    .outerjoin(Project, Project.id == TimeEntry.project_id)
+                    .outerjoin(Task, Task.id == TimeEntry.task_id)
+                    .where(TimeEntry.user_id == user_id, TimeEntry.end_time.is_(None))
+                    .order_by(TimeEntry.start_time.desc())
+                    .limit(1)
+                )
+            ).first()
     if running is None:
         return core.reply_not_running(command=name)
     started, project, task = running
-    app_tz, _ = await slack.db.app_settings()
+    if app_tz is None:
+        app_tz, _ = await slack.db.app_settings()
     elapsed = (slack.clock() - from_wall(started, app_tz)).total_seconds()
     return core.reply_status(project or "", task, started, elapsed)
 

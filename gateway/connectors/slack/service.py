@@ -6,7 +6,7 @@ import json
 import logging
 import time as pytime
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +46,12 @@ STALE_CLAIM_LIMIT = timedelta(hours=6)
 TEAM_KEY = "team_id"  # config: the workspace seen by the last successful test
 RESPOND_EVENT = "slack.respond"  # EventBus: a reply to a response_url, off the request path
 RESPONSE_URL_HOSTS = ("hooks.slack.com",)
+# The receiver's candidates (webhooks.Receiver.candidates) on an autocommit driver connection.
+CANDIDATES_SQL = (
+    "SELECT i.id, i.user_id, i.config->>'signing_secret', i.config->>'linked_slack_user_id', "
+    "i.config->>'team_id', u.is_active, u.slack_user_id FROM integrations AS i "
+    "JOIN users AS u ON u.id = i.user_id WHERE i.provider = $1 AND i.is_active ORDER BY i.id"
+)
 
 FIELDS = f.FieldTable(
     [
@@ -78,7 +84,6 @@ class SlackConnector(Connector):
     name = "Slack"
     fields = FIELDS
     max_body = core.MAX_BODY_BYTES
-    autocommit_fast_path = False  # every handler runs in the pipeline's transaction
 
     def __init__(
         self,
@@ -238,35 +243,53 @@ class SlackConnector(Connector):
     def parse(self, headers: Mapping[str, str], body: bytes) -> core.SlackRequest:
         return core.SlackRequest.from_http(headers, body)
 
+    @property
+    def autocommit_fast_path(self) -> bool:
+        # On PostgreSQL the candidates and `/tt status` are read on the pipeline's one
+        # autocommit connection; the other commands run after it, in their own transactions.
+        return self.db.is_postgres
+
+    async def prepare(self) -> tuple[tzinfo, int]:
+        """The app settings, read before the pipeline takes its connection (a cache miss may
+        need a pooled connection of its own)."""
+        return await self.db.app_settings()
+
     async def candidates(self, hint: Any, conn: Any) -> list[Candidate]:
-        """Every active Slack integration: users may share one app, hence one signing secret."""
-        query = (
-            select(
-                Integration.id,
-                Integration.user_id,
-                Integration.config,
-                User.is_active,
-                User.slack_user_id,
-            )
-            .join(User, User.id == Integration.user_id)
-            .where(Integration.provider == self.provider, Integration.is_active.is_(True))
-            .order_by(Integration.id)
-        )
-        async with self.db.sessions() as session:
-            rows = [tuple(r) for r in (await session.execute(query)).all()]
-        candidates = []
-        for rid, uid, config, active, slack_user_id in rows:
-            config = _json(config) or {}
-            candidates.append(
-                Candidate(
-                    id=rid,
-                    user_id=uid,
-                    config=config,
-                    stored_secret=config.get("signing_secret"),
-                    extra={"owner_active": bool(active), "slack_user_id": slack_user_id},
+        """Every active Slack integration: users may share one app, hence one signing secret.
+
+        Only what routing needs is read (the secret, the link, the workspace), not the whole
+        config: this runs for every slash command.
+        """
+        if conn is not None:  # an autocommit driver connection: one statement
+            rows = [tuple(r) for r in await conn.fetch(CANDIDATES_SQL, self.provider)]
+        else:
+            config = Integration.config
+            query = (
+                select(
+                    Integration.id,
+                    Integration.user_id,
+                    config["signing_secret"].as_string(),
+                    config["linked_slack_user_id"].as_string(),
+                    config[TEAM_KEY].as_string(),
+                    User.is_active,
+                    User.slack_user_id,
                 )
+                .join(User, User.id == Integration.user_id)
+                .where(Integration.provider == self.provider, Integration.is_active.is_(True))
+                .order_by(Integration.id)
             )
-        return candidates
+            async with self.db.sessions() as session:
+                rows = [tuple(r) for r in (await session.execute(query)).all()]
+        return [
+            Candidate(
+                id=rid,
+                user_id=uid,
+                config={"linked_slack_user_id": linked, TEAM_KEY: team},
+                stored_secret=secret,
+                extra={"owner_active": bool(active), "slack_user_id": slack_user_id},
+            )
+            for rid, uid, secret, linked, team, active, slack_user_id in rows
+        ]
 
     def linked(self, verified: Sequence[Candidate], user_id: str, team_id: str) -> list[Candidate]:
         """The integrations a Slack user drives: linked by member ID (and team, once known)."""
@@ -310,6 +333,9 @@ class SlackConnector(Connector):
             owner = self._owner(verified, event.user_id, event.team_id)
             if not isinstance(owner, Candidate):
                 return Answer(200, owner, "unlinked", attributed=False)
+            if core.parse_command(event.text).verb == "status":
+                # A read only: on the pipeline's connection when it holds one (PostgreSQL).
+                return Routed(owner, self._status_handler, None, claims_itself=True, writes=False)
             return Routed(owner, self._command_handler, None, writes=False)
         if isinstance(event, core.BlockAction):
             if core.stop_button_entry_id(event) is None:
@@ -338,6 +364,17 @@ class SlackConnector(Connector):
             delivery.answer["outcome"] = "command"
 
         delivery.after_commit.append(run)
+
+    async def _status_handler(self, delivery: Delivery) -> None:
+        app_tz = delivery.prepared[0] if delivery.prepared else None
+        delivery.answer["reply"] = await actions.status(
+            self,
+            delivery.candidate.user_id,
+            delivery.event.command or core.COMMAND,
+            conn=delivery.conn,
+            app_tz=app_tz,
+        )
+        delivery.answer["outcome"] = "command"
 
     async def _button_handler(self, delivery: Delivery) -> None:
         async def run() -> None:
@@ -552,7 +589,3 @@ def _wall(value: Any) -> Any:
 
     return datetime.fromisoformat(value) if isinstance(value, str) else value
 
-
-def _json(value: Any) -> Any:
-    """A json value from the driver: decoded by SQLAlchemy's codec, or still text."""
-    return json.loads(value) if isinstance(value, str | bytes) else value
