@@ -72,6 +72,14 @@ class FakeSlack:
         self.hung = 0
         self._never: asyncio.Future[None] | None = None
 
+    def set_mode(self, mode: str) -> None:
+        """`ok` or `hang`. Back to `ok`, the calls left hanging are answered (Slack recovered),
+        so a healthy block is not still waiting out a hanging block's call."""
+        self.mode = mode
+        if mode == "ok" and self._never is not None and not self._never.done():
+            self._never.set_result(None)
+            self._never = None
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/chat.postMessage", self.post_message)
@@ -240,12 +248,12 @@ async def timer_latency(fake: FakeSlack, base: str, tokens: list[str], project_i
     await timer_block(base, tokens, project_id, 3)  # warm-up
     for _ in range(rounds):
         for mode in ("healthy", "hanging"):
-            fake.mode = "ok" if mode == "healthy" else "hang"
+            fake.set_mode("ok" if mode == "healthy" else "hang")
             starts, stops, failed = await timer_block(base, tokens, project_id, per_user)
             samples[mode]["start"] += starts
             samples[mode]["stop"] += stops
             failures += failed
-    fake.mode = "ok"
+    fake.set_mode("ok")
     healthy = latency_summary(samples["healthy"]["start"])
     hanging = latency_summary(samples["hanging"]["start"])
     ratios = {
@@ -439,7 +447,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     q = args.quick
     args.requests = args.requests or (1000 if q else 1500)
     args.warmup = args.warmup or (200 if q else 300)
-    args.rounds = args.rounds or (2 if q else 3)
+    args.rounds = args.rounds or (3 if q else 5)
     args.per_user = args.per_user or (10 if q else 15)
     args.e2e = args.e2e or (30 if q else 100)
     return args
