@@ -26,6 +26,8 @@ class SyncOutcome:
     status: str  # success, partial, error
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # Plain config keys written with the outcome, in the same transaction (e.g. last_sync_at).
+    config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_counts(
@@ -82,7 +84,9 @@ class IntegrationJobRunner:
                     "%s: integration %s: %s", connector.slug, row.id, redact(outcome.error or "")
                 )
         try:
-            await connector.store.record_sync(row.id, outcome.status, outcome.error)
+            await connector.store.record_sync(
+                row.id, outcome.status, outcome.error, config=outcome.config
+            )
         except Exception:  # the row may have gone; the outcome still counts in the report
             log.warning("%s: could not record the outcome of %s", connector.slug, row.id)
         return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -11,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.connectors import fields as f
 from gateway.connectors.base import CheckResult, Config, Connector, ConnectorDeps, SaveContext
@@ -186,6 +187,9 @@ _MOVE_LINK = (
 )
 _INSERT_ENTRY = insert(_ENTRIES).returning(_ENTRIES.c.id, sort_by_parameter_order=True)
 _INSERT_LINK = insert(_LINKS)
+_PROJECT_STATUS = select(Project.__table__.c.status).where(
+    Project.__table__.c.id == bindparam("id")
+)
 _MARKER_CHUNK = 100  # [gcal:…] patterns per adoption query
 
 
@@ -229,8 +233,17 @@ def _link_values(
     }
 
 
+@functools.lru_cache(maxsize=32)
+def _marked_query(patterns: int) -> Any:
+    """Entries of a user whose notes match any of `patterns` LIKE patterns (p0, p1, …)."""
+    return select(_ENTRIES.c.id, _ENTRIES.c.notes, _ENTRIES.c.updated_at).where(
+        _ENTRIES.c.user_id == bindparam("user_id"),
+        or_(*(_ENTRIES.c.notes.like(bindparam(f"p{i}"), escape="\\") for i in range(patterns))),
+    )
+
+
 async def _marked_entries(
-    session: AsyncSession, user_id: int, event_ids: list[str]
+    conn: AsyncConnection, user_id: int, event_ids: list[str]
 ) -> dict[str, Any]:
     """Per event id, the user's oldest entry whose notes carry [gcal:{id}] (made by
     TimeTracker's own importer, or by an older gateway): adopted rather than imported again."""
@@ -241,12 +254,9 @@ async def _marked_entries(
             f"%{_like_escape(core.gcal_marker(event_id))}%"
             for event_id in event_ids[i : i + _MARKER_CHUNK]
         ]
-        rows = await session.execute(
-            select(_ENTRIES.c.id, _ENTRIES.c.notes, _ENTRIES.c.updated_at).where(
-                _ENTRIES.c.user_id == user_id,
-                or_(*(_ENTRIES.c.notes.like(p, escape="\\") for p in patterns)),
-            )
-        )
+        params: dict[str, Any] = {f"p{n}": p for n, p in enumerate(patterns)}
+        params["user_id"] = user_id
+        rows = await conn.execute(_marked_query(len(patterns)), params)
         found.update((r.id, r) for r in rows)
     marked: dict[str, Any] = {}
     for entry_id in sorted(found):
@@ -419,16 +429,19 @@ class GoogleCalendarConnector(Connector):
 
     # -- tokens -------------------------------------------------------------------------------
 
-    async def access_token(self, integration_id: int, failed: str | None = None) -> str:
+    async def access_token(
+        self, integration_id: int, failed: str | None = None, *, row: Any = None
+    ) -> str:
         """A usable access token, refreshed once when it is (nearly) expired.
 
         `failed` is a token the Calendar API just refused (401): it is replaced, unless another
         caller replaced it already. Concurrent callers, on any replica, refresh once: they
         queue on an exclusive lock of the integration and re-read it after taking it. The call
         to Google happens outside any write transaction; only its result is then written onto
-        the row read under its lock (never a config read before the refresh).
+        the row read under its lock (never a config read before the refresh). `row`, when the
+        caller has just read it, saves reading it again for the first look.
         """
-        token = await self._usable_token(integration_id, failed)
+        token = await self._usable_token(integration_id, failed, row)
         if token is not None:
             return token
         async with self.db.exclusive("google-refresh", integration_id):
@@ -459,9 +472,12 @@ class GoogleCalendarConnector(Connector):
             raise TokenUnavailable(message, reconnect=outcome.reconnect)
         return outcome.token
 
-    async def _usable_token(self, integration_id: int, failed: str | None) -> str | None:
+    async def _usable_token(
+        self, integration_id: int, failed: str | None, row: Any = None
+    ) -> str | None:
         """The stored access token if it is good for 5 more minutes (and not `failed`)."""
-        row = await self.store.get(integration_id)
+        if row is None:
+            row = await self.store.read(integration_id)
         if row is None:
             raise TokenUnavailable("The Google Calendar integration is gone")
         config = self.store.config(row)
@@ -511,14 +527,17 @@ class GoogleCalendarConnector(Connector):
         params: dict[str, str] | None = None,
         json_body: Any = None,
         retry_unsafe: bool = False,
+        row: Any = None,
     ) -> HttpResult:
         """A Calendar/userinfo call with a fresh token; a 401 refreshes once and retries once.
 
         Rate limits (429, 5xx, and 403 rateLimitExceeded/userRateLimitExceeded, which only the
         body tells apart from other 403s) back off with jitter, RATE_LIMIT_TRIES at most:
         https://developers.google.com/calendar/api/guides/errors#backoff
+
+        `row`: the integration as just read, if the caller has it (see access_token).
         """
-        token = await self.access_token(integration_id)
+        token = await self.access_token(integration_id, row=row)
         attempt = 0
         while True:
             attempt += 1
@@ -658,9 +677,14 @@ class GoogleCalendarConnector(Connector):
 
     async def sync_work(self, row: Integration) -> SyncOutcome:
         """Import and/or export for one integration (the job's work and the manual sync's)."""
-        row = await self.store.get(row.id) or row  # the freshest config
-        config = self.store.config(row)
-        direction = config.get("sync_direction") or "import"
+        async with self.db.engine.connect() as conn:  # one read: the freshest config ...
+            row = await self.store.read(row.id, conn) or row
+            config = self.store.config(row)
+            direction = config.get("sync_direction") or "import"
+            project_id = config.get("default_project_id")
+            project = None  # ... and the state of the project imported events go to
+            if direction in ("import", "both") and project_id is not None:
+                project = (await conn.execute(_PROJECT_STATUS, {"id": project_id})).first()
         now = self.now()
         app_tz, _ = await self.db.app_settings()
         counts = _counts()
@@ -668,7 +692,7 @@ class GoogleCalendarConnector(Connector):
         export_complete = False
         try:
             if direction in ("import", "both"):
-                fetch_error = await self._import(row, config, now, app_tz, counts)
+                fetch_error = await self._import(row, config, project, now, app_tz, counts)
             if direction in ("export", "both") and fetch_error is None:
                 fetch_error, export_complete = await self._export(
                     row, config, now, app_tz, counts
@@ -681,23 +705,25 @@ class GoogleCalendarConnector(Connector):
                 outcome.detail["reconnect_required"] = True
             return outcome
 
-        async def mark(_row: Integration, cfg: Config, _session: AsyncSession) -> None:
-            cfg.set("last_sync_at", now.isoformat())
-            if export_complete:
-                cfg.set(LAST_EXPORT_AT, now.isoformat())
-
-        await self.store.update(row.id, mark)
         touched = (
             counts["imported"] + counts["updated"] + counts["deleted"] + counts["exported"]
         )
-        return SyncOutcome.from_counts(touched, list(counts["errors"]), fetch_error, counts=counts)
+        outcome = SyncOutcome.from_counts(
+            touched, list(counts["errors"]), fetch_error, counts=counts
+        )
+        # Written with the outcome, in the runner's one transaction under the row's lock.
+        outcome.config["last_sync_at"] = now.isoformat()
+        if export_complete:
+            outcome.config[LAST_EXPORT_AT] = now.isoformat()
+        return outcome
 
     # -- import -------------------------------------------------------------------------------
 
     async def _import(
         self,
-        row: Integration,
+        row: Any,
         config: Config,
+        project: Any,
         now: datetime,
         app_tz: tzinfo,
         counts: dict[str, Any],
@@ -707,8 +733,6 @@ class GoogleCalendarConnector(Connector):
         if project_id is None:
             counts["errors"].append("Choose a project for imported events")
             return None
-        async with self.db.sessions() as session:
-            project = await session.get(Project, project_id)
         if project is None or project.status != "active":
             state = project.status if project else "missing"
             counts["errors"].append(f"The project for imported events is {state}; choose another")
@@ -716,9 +740,11 @@ class GoogleCalendarConnector(Connector):
         calendar_id = config.get("calendar_id") or "primary"
         url = self.settings.google_calendar_api_url + core.calendar_path(calendar_id)
         page_token: str | None = None
+        fresh = row  # just read: the first call's token check needs no read of its own
         for _ in range(core.MAX_PAGES):
             params = core.list_params(now, config.get("sync_days_back"), page_token)
-            answer = await self.api(row.id, "GET", url, params=params)
+            answer = await self.api(row.id, "GET", url, params=params, row=fresh)
+            fresh = None
             if not answer.ok:
                 return core.classify_api_error(answer.status, answer.data).message
             try:
@@ -766,7 +792,8 @@ class GoogleCalendarConnector(Connector):
         ):
             counts["skipped"] += len(batch)  # cancelled events we never imported: no write
             return
-        await self._import_batch(row, project_id, list(batch.values()), to_wall(now, app_tz), counts)
+        now_wall = to_wall(now, app_tz)
+        await self._import_batch(row, project_id, list(batch.values()), now_wall, counts)
 
     async def _import_batch(
         self,
@@ -801,8 +828,8 @@ class GoogleCalendarConnector(Connector):
         counts["errors"].append(f"event {event_id}: {type(failure).__name__}")
 
     async def _any_linked(self, integration_id: int, event_ids: list[str]) -> bool:
-        async with self.db.sessions() as session:
-            found = await session.execute(
+        async with self.db.engine.connect() as conn:
+            found = await conn.execute(
                 _SELECT_LINKS, {"integration_id": integration_id, "event_ids": event_ids}
             )
             return found.first() is not None
@@ -820,21 +847,24 @@ class GoogleCalendarConnector(Connector):
         created = utcnow_naive()
         async with self.db.write_transaction() as session:
             async with self.db.xact_lock(session, "gcal-import", row.id):
+                conn = await session.connection()  # Core statements, no ORM unit of work
                 links = {
                     link.event_id: link
-                    for link in await session.execute(
+                    for link in await conn.execute(
                         _SELECT_LINKS,
                         {"integration_id": row.id, "event_ids": [c.event.id for c in batch]},
                     )
                 }
                 entry_ids = [link.entry_id for link in links.values() if link.direction == "import"]
                 entries = (
-                    {e.id: e for e in await session.execute(_SELECT_ENTRIES, {"ids": entry_ids})}
+                    {e.id: e for e in await conn.execute(_SELECT_ENTRIES, {"ids": entry_ids})}
                     if entry_ids
                     else {}
                 )
-                unlinked = [c.event.id for c in batch if not c.cancelled and c.event.id not in links]
-                marked = await _marked_entries(session, row.user_id, unlinked) if unlinked else {}
+                unlinked = [
+                    c.event.id for c in batch if not c.cancelled and c.event.id not in links
+                ]
+                marked = await _marked_entries(conn, row.user_id, unlinked) if unlinked else {}
                 drop_links: list[int] = []
                 drop_entries: list[int] = []
                 moves: list[dict[str, Any]] = []
@@ -907,20 +937,20 @@ class GoogleCalendarConnector(Connector):
                         )
                         tally["imported"] += 1
                 if drop_links:
-                    await session.execute(_DELETE_LINKS, {"ids": drop_links})
+                    await conn.execute(_DELETE_LINKS, {"ids": drop_links})
                 if drop_entries:
-                    await session.execute(_DELETE_ENTRIES, {"ids": drop_entries})
+                    await conn.execute(_DELETE_ENTRIES, {"ids": drop_entries})
                 if moves:
-                    await session.execute(_MOVE_ENTRY, moves)
-                    await session.execute(_MOVE_LINK, moves)
+                    await conn.execute(_MOVE_ENTRY, moves)
+                    await conn.execute(_MOVE_LINK, moves)
                 if new_entries:
                     ids = (
-                        await session.execute(_INSERT_ENTRY, [values for _c, values in new_entries])
+                        await conn.execute(_INSERT_ENTRY, [values for _c, values in new_entries])
                     ).scalars().all()
                     for (c, _values), entry_id in zip(new_entries, ids, strict=True):
                         new_links.append(_link_values(row.id, c.event, entry_id, now_wall, created))
                 if new_links:
-                    await session.execute(_INSERT_LINK, new_links)
+                    await conn.execute(_INSERT_LINK, new_links)
                 await session.commit()
         return tally
 
