@@ -219,7 +219,7 @@ class IntegrationStore:
         On `conn` if given (a caller reading more in one go), else on a connection of its own.
         """
         if conn is None:
-            async with self.db.engine.connect() as own:
+            async with self.db.reads() as own:
                 return await self.read(integration_id, own)
         row = (await conn.execute(_SELECT_INTEGRATION, {"id": integration_id})).first()
         return row if row is not None and row.provider == self.provider else None

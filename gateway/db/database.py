@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -144,6 +145,17 @@ class Database:
         else:
             async with self.sqlite_writer():
                 yield
+
+    @asynccontextmanager
+    async def reads(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads only, in autocommit (a hot path's reads).
+
+        Each statement is its own transaction: no BEGIN and no ROLLBACK round trips, and no
+        snapshot shared between two statements. Never write on it.
+        """
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
 
     @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncSession]:

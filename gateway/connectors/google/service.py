@@ -677,7 +677,7 @@ class GoogleCalendarConnector(Connector):
 
     async def sync_work(self, row: Integration) -> SyncOutcome:
         """Import and/or export for one integration (the job's work and the manual sync's)."""
-        async with self.db.engine.connect() as conn:  # one read: the freshest config ...
+        async with self.db.reads() as conn:  # one read: the freshest config ...
             row = await self.store.read(row.id, conn) or row
             config = self.store.config(row)
             direction = config.get("sync_direction") or "import"
@@ -828,7 +828,7 @@ class GoogleCalendarConnector(Connector):
         counts["errors"].append(f"event {event_id}: {type(failure).__name__}")
 
     async def _any_linked(self, integration_id: int, event_ids: list[str]) -> bool:
-        async with self.db.engine.connect() as conn:
+        async with self.db.reads() as conn:
             found = await conn.execute(
                 _SELECT_LINKS, {"integration_id": integration_id, "event_ids": event_ids}
             )
