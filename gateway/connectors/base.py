@@ -231,11 +231,34 @@ class IntegrationStore:
         error: str | None = None,
         *,
         config: dict[str, Any] | None = None,
+        seen: dict[str, Any] | None = None,
     ) -> None:
-        """A sync's outcome, and the plain config keys it sets, in one transaction under the
-        row's lock (so a settings save in between is never overwritten)."""
+        """A sync's outcome, and the plain config keys it sets, written atomically: a settings
+        save or token refresh in between is never overwritten.
+
+        `seen` is the config as the caller read it: while the stored config is still equal to
+        it, the write is one compare-and-set statement; otherwise (or without it) the row is
+        read under its lock and written in one transaction. Both write the same.
+        """
         if status not in SYNC_STATUSES:
             raise ValueError(status)
+        values = {
+            "b_id": integration_id,
+            "b_status": status,
+            "b_error": error[:LAST_ERROR_MAX] if error else None,
+        }
+        if isinstance(seen, dict):
+            merged = Config(seen, self.secrets, self.secret_keys)
+            for key, value in (config or {}).items():
+                merged.set(key, value)
+            merged.rewrap_secrets()
+            async with self.db.single_write() as conn:
+                done = await conn.execute(
+                    _RECORD_SYNC_IF_UNCHANGED,
+                    {**values, "b_config": merged.raw, "b_seen": seen, "b_now": utcnow_naive()},
+                )
+            if done.rowcount == 1:
+                return
         async with self.db.write_transaction() as session:
             row = (
                 await session.execute(_LOCK_INTEGRATION_CONFIG, {"id": integration_id})
@@ -246,16 +269,8 @@ class IntegrationStore:
             for key, value in (config or {}).items():
                 current.set(key, value)
             current.rewrap_secrets()
-            now = utcnow_naive()
             await session.execute(
-                _RECORD_SYNC,
-                {
-                    "b_id": integration_id,
-                    "b_config": dict(current.raw),
-                    "b_status": status,
-                    "b_error": error[:LAST_ERROR_MAX] if error else None,
-                    "b_now": now,
-                },
+                _RECORD_SYNC, {**values, "b_config": current.raw, "b_now": utcnow_naive()}
             )
             await session.commit()
 
@@ -277,6 +292,12 @@ _RECORD_SYNC = (
         last_error=bindparam("b_error"),
         updated_at=bindparam("b_now"),
     )
+)
+# The same, only while the stored config is the one the caller read (jsonb equality on
+# PostgreSQL; on SQLite the JSON text, which the gateway writes the same way each time: a
+# row written differently fails the check and takes the locked path, never a wrong write).
+_RECORD_SYNC_IF_UNCHANGED = _RECORD_SYNC.where(
+    _INTEGRATIONS.c.config == bindparam("b_seen", type_=_INTEGRATIONS.c.config.type)
 )
 
 

@@ -158,6 +158,16 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def single_write(self) -> AsyncIterator[AsyncConnection]:
+        """An autocommit connection for writes of one statement each (their own transaction).
+
+        On SQLite under the process-wide writer lock, as write_transaction() is.
+        """
+        mark_side_effect()  # autocommit: a request that used it is never re-run
+        async with self.sqlite_writer(), self.reads() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncSession]:
         """A session for a transaction that writes; the caller commits.
 

@@ -187,9 +187,16 @@ _MOVE_LINK = (
 )
 _INSERT_ENTRY = insert(_ENTRIES).returning(_ENTRIES.c.id, sort_by_parameter_order=True)
 _INSERT_LINK = insert(_LINKS)
-_PROJECT_STATUS = select(Project.__table__.c.status).where(
-    Project.__table__.c.id == bindparam("id")
-)
+_INTEGRATIONS = Integration.__table__
+_PROJECTS = Project.__table__
+# The integration's row and the status of its import project (NULL when there is none).
+_SYNC_READ = select(
+    _INTEGRATIONS,
+    select(_PROJECTS.c.status)
+    .where(_PROJECTS.c.id == _INTEGRATIONS.c.config["default_project_id"].as_integer())
+    .scalar_subquery()
+    .label("import_project_status"),
+).where(_INTEGRATIONS.c.id == bindparam("id"))
 _MARKER_CHUNK = 100  # [gcal:…] patterns per adoption query
 
 
@@ -677,14 +684,14 @@ class GoogleCalendarConnector(Connector):
 
     async def sync_work(self, row: Integration) -> SyncOutcome:
         """Import and/or export for one integration (the job's work and the manual sync's)."""
-        async with self.db.reads() as conn:  # one read: the freshest config ...
-            row = await self.store.read(row.id, conn) or row
-            config = self.store.config(row)
-            direction = config.get("sync_direction") or "import"
-            project_id = config.get("default_project_id")
-            project = None  # ... and the state of the project imported events go to
-            if direction in ("import", "both") and project_id is not None:
-                project = (await conn.execute(_PROJECT_STATUS, {"id": project_id})).first()
+        # One read: the freshest config, and the state of the project imported events go to.
+        async with self.db.reads() as conn:
+            fresh = (await conn.execute(_SYNC_READ, {"id": row.id})).first()
+        if fresh is not None and fresh.provider == self.provider:
+            row = fresh
+        config = self.store.config(row)
+        direction = config.get("sync_direction") or "import"
+        project_status = getattr(row, "import_project_status", None)
         now = self.now()
         app_tz, _ = await self.db.app_settings()
         counts = _counts()
@@ -692,7 +699,9 @@ class GoogleCalendarConnector(Connector):
         export_complete = False
         try:
             if direction in ("import", "both"):
-                fetch_error = await self._import(row, config, project, now, app_tz, counts)
+                fetch_error = await self._import(
+                    row, config, project_status, now, app_tz, counts
+                )
             if direction in ("export", "both") and fetch_error is None:
                 fetch_error, export_complete = await self._export(
                     row, config, now, app_tz, counts
@@ -711,10 +720,11 @@ class GoogleCalendarConnector(Connector):
         outcome = SyncOutcome.from_counts(
             touched, list(counts["errors"]), fetch_error, counts=counts
         )
-        # Written with the outcome, in the runner's one transaction under the row's lock.
+        # Written with the outcome, in one statement if the config is still the one read here.
         outcome.config["last_sync_at"] = now.isoformat()
         if export_complete:
             outcome.config[LAST_EXPORT_AT] = now.isoformat()
+        outcome.seen_config = row.config
         return outcome
 
     # -- import -------------------------------------------------------------------------------
@@ -723,7 +733,7 @@ class GoogleCalendarConnector(Connector):
         self,
         row: Any,
         config: Config,
-        project: Any,
+        project_status: str | None,
         now: datetime,
         app_tz: tzinfo,
         counts: dict[str, Any],
@@ -733,8 +743,8 @@ class GoogleCalendarConnector(Connector):
         if project_id is None:
             counts["errors"].append("Choose a project for imported events")
             return None
-        if project is None or project.status != "active":
-            state = project.status if project else "missing"
+        if project_status != "active":  # None: the project is gone
+            state = project_status or "missing"
             counts["errors"].append(f"The project for imported events is {state}; choose another")
             return None
         calendar_id = config.get("calendar_id") or "primary"
