@@ -179,6 +179,17 @@ class Database:
             yield session
 
     @asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """write_transaction() for Core statements: a connection in a transaction, committed
+        when the block ends (rolled back on an error), without an ORM session around it.
+
+        On SQLite the process-wide writer lock is held through the commit, as there.
+        """
+        mark_side_effect()
+        async with self.sqlite_writer(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def sqlite_writer(self) -> AsyncIterator[None]:
         """On SQLite, one locked writer at a time in this process (a no-op on PostgreSQL).
 

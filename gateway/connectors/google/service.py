@@ -150,23 +150,26 @@ def _like_escape(value: str) -> str:
 
 _LINKS = CalendarLink.__table__
 _ENTRIES = TimeEntry.__table__
-_SELECT_LINKS = select(
-    _LINKS.c.id,
-    _LINKS.c.event_id,
-    _LINKS.c.entry_id,
-    _LINKS.c.direction,
-    _LINKS.c.entry_updated_at,
-).where(
-    _LINKS.c.integration_id == bindparam("integration_id"),
-    _LINKS.c.event_id.in_(bindparam("event_ids", expanding=True)),
+# The links of a batch's events, each with its entry's values (NULL: the entry is gone).
+_SELECT_LINKS = (
+    select(
+        _LINKS.c.id,
+        _LINKS.c.event_id,
+        _LINKS.c.entry_id,
+        _LINKS.c.direction,
+        _LINKS.c.entry_updated_at,
+        _ENTRIES.c.id.label("entry_found"),
+        _ENTRIES.c.start_time,
+        _ENTRIES.c.end_time,
+        _ENTRIES.c.notes,
+        _ENTRIES.c.updated_at,
+    )
+    .select_from(_LINKS.outerjoin(_ENTRIES, _ENTRIES.c.id == _LINKS.c.entry_id))
+    .where(
+        _LINKS.c.integration_id == bindparam("integration_id"),
+        _LINKS.c.event_id.in_(bindparam("event_ids", expanding=True)),
+    )
 )
-_SELECT_ENTRIES = select(
-    _ENTRIES.c.id,
-    _ENTRIES.c.start_time,
-    _ENTRIES.c.end_time,
-    _ENTRIES.c.notes,
-    _ENTRIES.c.updated_at,
-).where(_ENTRIES.c.id.in_(bindparam("ids", expanding=True)))
 _DELETE_LINKS = delete(_LINKS).where(_LINKS.c.id.in_(bindparam("ids", expanding=True)))
 _DELETE_ENTRIES = delete(_ENTRIES).where(_ENTRIES.c.id.in_(bindparam("ids", expanding=True)))
 _MOVE_ENTRY = (
@@ -803,7 +806,9 @@ class GoogleCalendarConnector(Connector):
             counts["skipped"] += len(batch)  # cancelled events we never imported: no write
             return
         now_wall = to_wall(now, app_tz)
-        await self._import_batch(row, project_id, list(batch.values()), now_wall, counts)
+        # In event id order, so two syncs of one calendar lock rows in the same order.
+        ordered = sorted(batch.values(), key=lambda c: c.event.id)
+        await self._import_batch(row, project_id, ordered, now_wall, counts)
 
     async def _import_batch(
         self,
@@ -847,121 +852,114 @@ class GoogleCalendarConnector(Connector):
     async def _write_batch(
         self, row: Any, project_id: int, batch: list[_Candidate], now_wall: datetime
     ) -> dict[str, int]:
-        """Import, update or remove a batch's entries under the integration's import lock.
+        """Import, update or remove a batch's entries in one transaction.
 
-        The links are read under the lock (two syncs of one integration take turns per page);
-        the unique key on (integration, event id) is the last line. An entry nobody edited
-        (its updated_at is the one its link remembers) follows its event; an edited one stays.
+        The unique key on (integration, event id) is what keeps two syncs of one integration
+        from creating anything twice: the one that links an event second fails on it, its whole
+        transaction (entries included) is rolled back, and _import_batch plans the batch again
+        from what the first one wrote. An entry nobody edited (its updated_at is the one its
+        link remembers) follows its event; an edited one stays.
         """
         tally = {"imported": 0, "updated": 0, "deleted": 0, "skipped": 0}
         created = utcnow_naive()
-        async with self.db.write_transaction() as session:
-            async with self.db.xact_lock(session, "gcal-import", row.id):
-                conn = await session.connection()  # Core statements, no ORM unit of work
-                links = {
-                    link.event_id: link
-                    for link in await conn.execute(
-                        _SELECT_LINKS,
-                        {"integration_id": row.id, "event_ids": [c.event.id for c in batch]},
-                    )
-                }
-                entry_ids = [link.entry_id for link in links.values() if link.direction == "import"]
-                entries = (
-                    {e.id: e for e in await conn.execute(_SELECT_ENTRIES, {"ids": entry_ids})}
-                    if entry_ids
-                    else {}
+        async with self.db.write_connection() as conn:  # committed at the end
+            links = {
+                link.event_id: link
+                for link in await conn.execute(
+                    _SELECT_LINKS,
+                    {"integration_id": row.id, "event_ids": [c.event.id for c in batch]},
                 )
-                unlinked = [
-                    c.event.id for c in batch if not c.cancelled and c.event.id not in links
-                ]
-                marked = await _marked_entries(conn, row.user_id, unlinked) if unlinked else {}
-                drop_links: list[int] = []
-                drop_entries: list[int] = []
-                moves: list[dict[str, Any]] = []
-                new_links: list[dict[str, Any]] = []
-                new_entries: list[tuple[_Candidate, dict[str, Any]]] = []
-                for c in batch:
-                    event = c.event
-                    link = links.get(event.id)
-                    entry = entries.get(link.entry_id) if link is not None else None
-                    if link is not None and (
-                        link.direction != "import"
-                        or (entry is not None and entry.updated_at != link.entry_updated_at)
-                    ):
-                        tally["skipped"] += 1  # exported, or edited in TimeTracker: left alone
-                    elif c.cancelled:  # follow it if it is ours
-                        if link is None:
-                            tally["skipped"] += 1
-                            continue
-                        drop_links.append(link.id)
-                        if entry is not None:
-                            drop_entries.append(entry.id)
-                        tally["deleted" if entry is not None else "skipped"] += 1
-                    elif link is not None:
-                        assert c.times is not None
-                        if entry is None or (entry.start_time, entry.end_time, entry.notes) == (
-                            c.times.start, c.times.end, c.notes
-                        ):
-                            tally["skipped"] += 1  # deleted in TimeTracker, or unchanged
-                            continue
-                        moves.append(
-                            {
-                                "b_entry": entry.id,
-                                "b_link": link.id,
-                                "b_start": c.times.start,
-                                "b_end": c.times.end,
-                                "b_duration": c.times.duration_seconds,
-                                "b_notes": c.notes,
-                                "b_now": now_wall,
-                                "b_event_updated": _naive_utc(event.updated),
-                            }
-                        )
-                        tally["updated"] += 1
-                    elif event.id in marked:  # imported by TimeTracker itself: adopted
-                        adopted = marked[event.id]
-                        new_links.append(
-                            _link_values(row.id, event, adopted.id, adopted.updated_at, created)
-                        )
+            }
+            unlinked = [
+                c.event.id for c in batch if not c.cancelled and c.event.id not in links
+            ]
+            marked = await _marked_entries(conn, row.user_id, unlinked) if unlinked else {}
+            drop_links: list[int] = []
+            drop_entries: list[int] = []
+            moves: list[dict[str, Any]] = []
+            new_links: list[dict[str, Any]] = []
+            new_entries: list[tuple[_Candidate, dict[str, Any]]] = []
+            for c in batch:
+                event = c.event
+                link = links.get(event.id)
+                entry = link if link is not None and link.entry_found is not None else None
+                if link is not None and (
+                    link.direction != "import"
+                    or (entry is not None and entry.updated_at != link.entry_updated_at)
+                ):
+                    tally["skipped"] += 1  # exported, or edited in TimeTracker: left alone
+                elif c.cancelled:  # follow it if it is ours
+                    if link is None:
                         tally["skipped"] += 1
-                    else:
-                        assert c.times is not None
-                        new_entries.append(
-                            (
-                                c,
-                                {
-                                    "user_id": row.user_id,
-                                    "project_id": project_id,
-                                    "task_id": None,
-                                    "start_time": c.times.start,
-                                    "end_time": c.times.end,
-                                    "duration_seconds": c.times.duration_seconds,
-                                    "break_seconds": 0,
-                                    "notes": c.notes,
-                                    "source": IMPORT_SOURCE,
-                                    "billable": False,
-                                    "paid": False,
-                                    "created_at": now_wall,
-                                    "updated_at": now_wall,
-                                },
-                            )
+                        continue
+                    drop_links.append(link.id)
+                    if entry is not None:
+                        drop_entries.append(entry.entry_id)
+                    tally["deleted" if entry is not None else "skipped"] += 1
+                elif link is not None:
+                    assert c.times is not None
+                    if entry is None or (entry.start_time, entry.end_time, entry.notes) == (
+                        c.times.start, c.times.end, c.notes
+                    ):
+                        tally["skipped"] += 1  # deleted in TimeTracker, or unchanged
+                        continue
+                    moves.append(
+                        {
+                            "b_entry": entry.entry_id,
+                            "b_link": link.id,
+                            "b_start": c.times.start,
+                            "b_end": c.times.end,
+                            "b_duration": c.times.duration_seconds,
+                            "b_notes": c.notes,
+                            "b_now": now_wall,
+                            "b_event_updated": _naive_utc(event.updated),
+                        }
+                    )
+                    tally["updated"] += 1
+                elif event.id in marked:  # imported by TimeTracker itself: adopted
+                    adopted = marked[event.id]
+                    new_links.append(
+                        _link_values(row.id, event, adopted.id, adopted.updated_at, created)
+                    )
+                    tally["skipped"] += 1
+                else:
+                    assert c.times is not None
+                    new_entries.append(
+                        (
+                            c,
+                            {
+                                "user_id": row.user_id,
+                                "project_id": project_id,
+                                "task_id": None,
+                                "start_time": c.times.start,
+                                "end_time": c.times.end,
+                                "duration_seconds": c.times.duration_seconds,
+                                "break_seconds": 0,
+                                "notes": c.notes,
+                                "source": IMPORT_SOURCE,
+                                "billable": False,
+                                "paid": False,
+                                "created_at": now_wall,
+                                "updated_at": now_wall,
+                            },
                         )
-                        tally["imported"] += 1
-                if drop_links:
-                    await conn.execute(_DELETE_LINKS, {"ids": drop_links})
-                if drop_entries:
-                    await conn.execute(_DELETE_ENTRIES, {"ids": drop_entries})
-                if moves:
-                    await conn.execute(_MOVE_ENTRY, moves)
-                    await conn.execute(_MOVE_LINK, moves)
-                if new_entries:
-                    ids = (
-                        await conn.execute(_INSERT_ENTRY, [values for _c, values in new_entries])
-                    ).scalars().all()
-                    for (c, _values), entry_id in zip(new_entries, ids, strict=True):
-                        new_links.append(_link_values(row.id, c.event, entry_id, now_wall, created))
-                if new_links:
-                    await conn.execute(_INSERT_LINK, new_links)
-                await session.commit()
+                    )
+                    tally["imported"] += 1
+            if drop_links:
+                await conn.execute(_DELETE_LINKS, {"ids": drop_links})
+            if drop_entries:
+                await conn.execute(_DELETE_ENTRIES, {"ids": drop_entries})
+            if moves:
+                await conn.execute(_MOVE_ENTRY, moves)
+                await conn.execute(_MOVE_LINK, moves)
+            if new_entries:
+                ids = (
+                    await conn.execute(_INSERT_ENTRY, [values for _c, values in new_entries])
+                ).scalars().all()
+                for (c, _values), entry_id in zip(new_entries, ids, strict=True):
+                    new_links.append(_link_values(row.id, c.event, entry_id, now_wall, created))
+            if new_links:
+                await conn.execute(_INSERT_LINK, new_links)
         return tally
 
     # -- export -------------------------------------------------------------------------------
