@@ -632,6 +632,79 @@ async def test_sync_twice_and_at_once_creates_nothing_twice(connected: G) -> Non
     assert links == 4
 
 
+async def _links(g: G) -> int:
+    async with g.db.sessions() as s:
+        return (await s.execute(select(func.count()).select_from(CalendarLink))).scalar()
+
+
+async def test_many_syncs_at_once_link_each_event_once(connected: G) -> None:
+    """Six syncs of one integration at once (the job's work, the manual sync's): every event is
+    imported by exactly one of them, whatever order their page transactions commit in."""
+    g = connected
+    connector = g.app[KEY]
+    row = (await connector.store.active_rows())[0]
+    outcomes = await asyncio.gather(*(connector.sync_work(row) for _ in range(6)))
+    assert sum(o.detail["counts"]["imported"] for o in outcomes) == 4
+    assert all(o.status == "success" for o in outcomes), [o.error for o in outcomes]
+    assert len(await g.entries()) == 4 and await _links(g) == 4
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="needs a second writer while the first one is open")
+async def test_an_event_linked_meanwhile_by_another_sync_is_not_imported_twice(
+    connected: G, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another sync links the page's events between this sync's read and its write: the unique
+    key refuses the second link, the page is rolled back and planned again from what is there."""
+    from gateway.connectors.google import service
+
+    g = connected
+    connector = g.app[KEY]
+    row = (await connector.store.active_rows())[0]
+    real = service._marked_entries
+    raced = False
+
+    async def race_then_look(conn, user_id, event_ids):  # type: ignore[no-untyped-def]
+        nonlocal raced
+        if not raced:
+            raced = True
+            monkeypatch.setattr(service, "_marked_entries", real)
+            other = await connector.sync_work(row)  # on its own connections; commits first
+            assert other.detail["counts"]["imported"] == 4
+        return await real(conn, user_id, event_ids)
+
+    monkeypatch.setattr(service, "_marked_entries", race_then_look)
+    outcome = await connector.sync_work(row)
+    assert raced
+    counts = outcome.detail["counts"]
+    assert (counts["imported"], counts["errors"]) == (0, [])
+    assert len(await g.entries()) == 4 and await _links(g) == 4
+
+
+async def test_a_failed_page_write_is_retried_event_by_event(
+    connected: G, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One event whose write fails does not sink the rest of its page."""
+    g = connected
+    connector = g.app[KEY]
+    real = connector._write_batch
+
+    async def failing(row, project_id, batch, now_wall):  # type: ignore[no-untyped-def]
+        if any(c.event.id == "evt004abc" for c in batch):
+            raise RuntimeError("this event cannot be written")
+        return await real(row, project_id, batch, now_wall)
+
+    monkeypatch.setattr(connector, "_write_batch", failing)
+    body = await g.sync()
+    assert body["imported"] == 3
+    assert body["errors"] == ["event evt004abc: RuntimeError"]
+    assert set(g.by_event(await g.entries())) == {"evt001abc", "evt005abc", "evt006abc"}
+    assert (await g.status())["last_sync_status"] == "partial"
+    monkeypatch.undo()
+    again = await g.sync()
+    assert (again["imported"], again["errors"]) == (1, [])
+    assert len(await g.entries()) == 4 and await _links(g) == 4
+
+
 async def test_old_entries_with_a_marker_are_adopted(connected: G) -> None:
     g = connected
     async with g.db.sessions() as s:

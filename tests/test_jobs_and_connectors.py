@@ -158,6 +158,56 @@ async def test_record_sync_writes_naive_utc(ready_app, made) -> None:
         await store.record_sync(row.id, "weird")
 
 
+async def test_record_sync_sets_config_keys_and_never_loses_a_change(ready_app, made) -> None:
+    """The outcome and its config keys land together; a change made since the caller read the
+    config (a token refresh, a settings save) is kept, whichever way the write goes."""
+    db = ready_app[keys.DB]
+    user = await made.user()
+    store = store_for(ready_app)
+    row = await store.get_or_create(user.id)
+
+    async def put(r, c, session) -> None:  # type: ignore[no-untyped-def]
+        c.set("calendar", "primary")
+        c.set_secret("api_token", "ghp_first")
+
+    row, _ = await store.update(row.id, put)
+    seen = dict(row.config)
+    transactions = 0
+    write_transaction = db.write_transaction
+
+    def counting():  # type: ignore[no-untyped-def]
+        nonlocal transactions
+        transactions += 1
+        return write_transaction()
+
+    db.write_transaction = counting
+    try:
+        # Unchanged since it was read: one compare-and-set statement, no locked transaction.
+        await store.record_sync(row.id, "success", config={"last_sync_at": "t1"}, seen=seen)
+        assert transactions == 0
+        fresh = await store.get(row.id)
+        assert fresh.last_sync_status == "success" and fresh.last_error is None
+        assert fresh.config["last_sync_at"] == "t1" and fresh.config["calendar"] == "primary"
+        assert store.config(fresh).secret("api_token") == "ghp_first"
+
+        async def change(r, c, session) -> None:  # type: ignore[no-untyped-def]
+            c.set("calendar", "team")
+            c.set_secret("api_token", "ghp_second")
+
+        await store.update(row.id, change)
+        transactions = 0
+        # `seen` is stale now: the locked path, which keeps the change and adds the keys.
+        await store.record_sync(row.id, "partial", "one event failed",
+                                config={"last_sync_at": "t2"}, seen=seen)
+        assert transactions == 1
+    finally:
+        db.write_transaction = write_transaction
+    fresh = await store.get(row.id)
+    assert fresh.last_sync_status == "partial" and fresh.last_error == "one event failed"
+    assert fresh.config["last_sync_at"] == "t2" and fresh.config["calendar"] == "team"
+    assert store.config(fresh).secret("api_token") == "ghp_second"
+
+
 async def test_rotate_keys_rewraps_plaintext_and_old_keys(ready_app, made) -> None:
     from cryptography.fernet import Fernet
 

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.connectors.fields import Field, FieldError, FieldTable, boolean
 from gateway.connectors.http import HttpClient
@@ -213,16 +213,92 @@ class IntegrationStore:
         row.updated_at = utcnow_naive()
         return result
 
-    async def record_sync(self, integration_id: int, status: str, error: str | None = None) -> None:
+    async def read(self, integration_id: int, conn: AsyncConnection | None = None) -> Any:
+        """The row's columns by id (Core, no ORM object): for hot paths that only read.
+
+        On `conn` if given (a caller reading more in one go), else on a connection of its own.
+        """
+        if conn is None:
+            async with self.db.reads() as own:
+                return await self.read(integration_id, own)
+        row = (await conn.execute(_SELECT_INTEGRATION, {"id": integration_id})).first()
+        return row if row is not None and row.provider == self.provider else None
+
+    async def record_sync(
+        self,
+        integration_id: int,
+        status: str,
+        error: str | None = None,
+        *,
+        config: dict[str, Any] | None = None,
+        seen: dict[str, Any] | None = None,
+    ) -> None:
+        """A sync's outcome, and the plain config keys it sets, written atomically: a settings
+        save or token refresh in between is never overwritten.
+
+        `seen` is the config as the caller read it: while the stored config is still equal to
+        it, the write is one compare-and-set statement; otherwise (or without it) the row is
+        read under its lock and written in one transaction. Both write the same.
+        """
         if status not in SYNC_STATUSES:
             raise ValueError(status)
+        values = {
+            "b_id": integration_id,
+            "b_status": status,
+            "b_error": error[:LAST_ERROR_MAX] if error else None,
+        }
+        if isinstance(seen, dict):
+            merged = Config(seen, self.secrets, self.secret_keys)
+            for key, value in (config or {}).items():
+                merged.set(key, value)
+            merged.rewrap_secrets()
+            async with self.db.single_write() as conn:
+                done = await conn.execute(
+                    _RECORD_SYNC_IF_UNCHANGED,
+                    {**values, "b_config": merged.raw, "b_seen": seen, "b_now": utcnow_naive()},
+                )
+            if done.rowcount == 1:
+                return
+        async with self.db.write_transaction() as session:
+            row = (
+                await session.execute(_LOCK_INTEGRATION_CONFIG, {"id": integration_id})
+            ).first()
+            if row is None or row.provider != self.provider:
+                raise NotConfigured()
+            current = self.config(row)
+            for key, value in (config or {}).items():
+                current.set(key, value)
+            current.rewrap_secrets()
+            await session.execute(
+                _RECORD_SYNC, {**values, "b_config": current.raw, "b_now": utcnow_naive()}
+            )
+            await session.commit()
 
-        async def mutate(row: Integration, _config: Config, _session: AsyncSession) -> None:
-            row.last_sync_at = utcnow_naive()
-            row.last_sync_status = status
-            row.last_error = error[:LAST_ERROR_MAX] if error else None
 
-        await self.update(integration_id, mutate)
+_INTEGRATIONS = Integration.__table__
+_SELECT_INTEGRATION = select(_INTEGRATIONS).where(_INTEGRATIONS.c.id == bindparam("id"))
+_LOCK_INTEGRATION_CONFIG = (
+    select(_INTEGRATIONS.c.provider, _INTEGRATIONS.c.config)
+    .where(_INTEGRATIONS.c.id == bindparam("id"))
+    .with_for_update()
+)
+_RECORD_SYNC = (
+    update(_INTEGRATIONS)
+    .where(_INTEGRATIONS.c.id == bindparam("b_id"))
+    .values(
+        config=bindparam("b_config", type_=_INTEGRATIONS.c.config.type),
+        last_sync_at=bindparam("b_now"),
+        last_sync_status=bindparam("b_status"),
+        last_error=bindparam("b_error"),
+        updated_at=bindparam("b_now"),
+    )
+)
+# The same, only while the stored config is the one the caller read (jsonb equality on
+# PostgreSQL; on SQLite the JSON text, which the gateway writes the same way each time: a
+# row written differently fails the check and takes the locked path, never a wrong write).
+_RECORD_SYNC_IF_UNCHANGED = _RECORD_SYNC.where(
+    _INTEGRATIONS.c.config == bindparam("b_seen", type_=_INTEGRATIONS.c.config.type)
+)
 
 
 # -- connection facts ---------------------------------------------------------------------------

@@ -26,6 +26,11 @@ class SyncOutcome:
     status: str  # success, partial, error
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    # Plain config keys written with the outcome, in the same transaction (e.g. last_sync_at).
+    config: dict[str, Any] = field(default_factory=dict)
+    # The integration's config as the work last read it (else the runner's row's): while it is
+    # still what is stored, the outcome is written in one compare-and-set statement.
+    seen_config: dict[str, Any] | None = None
 
     @classmethod
     def from_counts(
@@ -82,7 +87,10 @@ class IntegrationJobRunner:
                     "%s: integration %s: %s", connector.slug, row.id, redact(outcome.error or "")
                 )
         try:
-            await connector.store.record_sync(row.id, outcome.status, outcome.error)
+            seen = outcome.seen_config if outcome.seen_config is not None else row.config
+            await connector.store.record_sync(
+                row.id, outcome.status, outcome.error, config=outcome.config, seen=seen
+            )
         except Exception:  # the row may have gone; the outcome still counts in the report
             log.warning("%s: could not record the outcome of %s", connector.slug, row.id)
         return outcome

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import event, inspect, select, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -146,6 +147,27 @@ class Database:
                 yield
 
     @asynccontextmanager
+    async def reads(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads only, in autocommit (a hot path's reads).
+
+        Each statement is its own transaction: no BEGIN and no ROLLBACK round trips, and no
+        snapshot shared between two statements. Never write on it.
+        """
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    @asynccontextmanager
+    async def single_write(self) -> AsyncIterator[AsyncConnection]:
+        """An autocommit connection for writes of one statement each (their own transaction).
+
+        On SQLite under the process-wide writer lock, as write_transaction() is.
+        """
+        mark_side_effect()  # autocommit: a request that used it is never re-run
+        async with self.sqlite_writer(), self.reads() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncSession]:
         """A session for a transaction that writes; the caller commits.
 
@@ -155,6 +177,17 @@ class Database:
         """
         async with self.sqlite_writer(), self.sessions() as session:
             yield session
+
+    @asynccontextmanager
+    async def write_connection(self) -> AsyncIterator[AsyncConnection]:
+        """write_transaction() for Core statements: a connection in a transaction, committed
+        when the block ends (rolled back on an error), without an ORM session around it.
+
+        On SQLite the process-wide writer lock is held through the commit, as there.
+        """
+        mark_side_effect()
+        async with self.sqlite_writer(), self.engine.begin() as conn:
+            yield conn
 
     @asynccontextmanager
     async def sqlite_writer(self) -> AsyncIterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -9,9 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.connectors import fields as f
 from gateway.connectors.base import CheckResult, Config, Connector, ConnectorDeps, SaveContext
@@ -143,6 +144,136 @@ def _naive_utc(moment: datetime | None) -> datetime | None:
 
 def _like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# -- the import's statements: Core, compiled once, one transaction per page of events ---------
+
+_LINKS = CalendarLink.__table__
+_ENTRIES = TimeEntry.__table__
+# The links of a batch's events, each with its entry's values (NULL: the entry is gone).
+_SELECT_LINKS = (
+    select(
+        _LINKS.c.id,
+        _LINKS.c.event_id,
+        _LINKS.c.entry_id,
+        _LINKS.c.direction,
+        _LINKS.c.entry_updated_at,
+        _ENTRIES.c.id.label("entry_found"),
+        _ENTRIES.c.start_time,
+        _ENTRIES.c.end_time,
+        _ENTRIES.c.notes,
+        _ENTRIES.c.updated_at,
+    )
+    .select_from(_LINKS.outerjoin(_ENTRIES, _ENTRIES.c.id == _LINKS.c.entry_id))
+    .where(
+        _LINKS.c.integration_id == bindparam("integration_id"),
+        _LINKS.c.event_id.in_(bindparam("event_ids", expanding=True)),
+    )
+)
+_DELETE_LINKS = delete(_LINKS).where(_LINKS.c.id.in_(bindparam("ids", expanding=True)))
+_DELETE_ENTRIES = delete(_ENTRIES).where(_ENTRIES.c.id.in_(bindparam("ids", expanding=True)))
+_MOVE_ENTRY = (
+    update(_ENTRIES)
+    .where(_ENTRIES.c.id == bindparam("b_entry"))
+    .values(
+        start_time=bindparam("b_start"),
+        end_time=bindparam("b_end"),
+        duration_seconds=bindparam("b_duration"),
+        notes=bindparam("b_notes"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_MOVE_LINK = (
+    update(_LINKS)
+    .where(_LINKS.c.id == bindparam("b_link"))
+    .values(entry_updated_at=bindparam("b_now"), event_updated=bindparam("b_event_updated"))
+)
+_INSERT_ENTRY = insert(_ENTRIES).returning(_ENTRIES.c.id, sort_by_parameter_order=True)
+_INSERT_LINK = insert(_LINKS)
+_INTEGRATIONS = Integration.__table__
+_PROJECTS = Project.__table__
+# The integration's row and the status of its import project (NULL when there is none).
+_SYNC_READ = select(
+    _INTEGRATIONS,
+    select(_PROJECTS.c.status)
+    .where(_PROJECTS.c.id == _INTEGRATIONS.c.config["default_project_id"].as_integer())
+    .scalar_subquery()
+    .label("import_project_status"),
+).where(_INTEGRATIONS.c.id == bindparam("id"))
+_MARKER_CHUNK = 100  # [gcal:…] patterns per adoption query
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """An event the import writes for: an importable one (with its entry's values) or a
+    cancelled one (its entry goes, if the gateway made it and nobody edited it)."""
+
+    event: core.CalendarEvent
+    times: core.EntryTimes | None = None
+    notes: str | None = None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.times is None
+
+    @classmethod
+    def of(
+        cls, event: core.CalendarEvent, decision: core.Import | core.Skip, app_tz: tzinfo
+    ) -> _Candidate:
+        if isinstance(decision, core.Skip):  # cancelled
+            return cls(event)
+        return cls(event, core.entry_times(event, app_tz), core.entry_notes(event))
+
+
+def _link_values(
+    integration_id: int,
+    event: core.CalendarEvent,
+    entry_id: int,
+    entry_updated_at: datetime,
+    created_at: datetime,
+) -> dict[str, Any]:
+    return {
+        "integration_id": integration_id,
+        "event_id": event.id,
+        "entry_id": entry_id,
+        "direction": "import",
+        "event_updated": _naive_utc(event.updated),
+        "entry_updated_at": entry_updated_at,
+        "created_at": created_at,
+    }
+
+
+@functools.lru_cache(maxsize=32)
+def _marked_query(patterns: int) -> Any:
+    """Entries of a user whose notes match any of `patterns` LIKE patterns (p0, p1, …)."""
+    return select(_ENTRIES.c.id, _ENTRIES.c.notes, _ENTRIES.c.updated_at).where(
+        _ENTRIES.c.user_id == bindparam("user_id"),
+        or_(*(_ENTRIES.c.notes.like(bindparam(f"p{i}"), escape="\\") for i in range(patterns))),
+    )
+
+
+async def _marked_entries(
+    conn: AsyncConnection, user_id: int, event_ids: list[str]
+) -> dict[str, Any]:
+    """Per event id, the user's oldest entry whose notes carry [gcal:{id}] (made by
+    TimeTracker's own importer, or by an older gateway): adopted rather than imported again."""
+    wanted = set(event_ids)
+    found: dict[int, Any] = {}
+    for i in range(0, len(event_ids), _MARKER_CHUNK):
+        patterns = [
+            f"%{_like_escape(core.gcal_marker(event_id))}%"
+            for event_id in event_ids[i : i + _MARKER_CHUNK]
+        ]
+        params: dict[str, Any] = {f"p{n}": p for n, p in enumerate(patterns)}
+        params["user_id"] = user_id
+        rows = await conn.execute(_marked_query(len(patterns)), params)
+        found.update((r.id, r) for r in rows)
+    marked: dict[str, Any] = {}
+    for entry_id in sorted(found):
+        for event_id in core.marked_event_ids(found[entry_id].notes):
+            if event_id in wanted:
+                marked.setdefault(event_id, found[entry_id])
+    return marked
 
 
 class GoogleCalendarConnector(Connector):
@@ -308,16 +439,19 @@ class GoogleCalendarConnector(Connector):
 
     # -- tokens -------------------------------------------------------------------------------
 
-    async def access_token(self, integration_id: int, failed: str | None = None) -> str:
+    async def access_token(
+        self, integration_id: int, failed: str | None = None, *, row: Any = None
+    ) -> str:
         """A usable access token, refreshed once when it is (nearly) expired.
 
         `failed` is a token the Calendar API just refused (401): it is replaced, unless another
         caller replaced it already. Concurrent callers, on any replica, refresh once: they
         queue on an exclusive lock of the integration and re-read it after taking it. The call
         to Google happens outside any write transaction; only its result is then written onto
-        the row read under its lock (never a config read before the refresh).
+        the row read under its lock (never a config read before the refresh). `row`, when the
+        caller has just read it, saves reading it again for the first look.
         """
-        token = await self._usable_token(integration_id, failed)
+        token = await self._usable_token(integration_id, failed, row)
         if token is not None:
             return token
         async with self.db.exclusive("google-refresh", integration_id):
@@ -348,9 +482,12 @@ class GoogleCalendarConnector(Connector):
             raise TokenUnavailable(message, reconnect=outcome.reconnect)
         return outcome.token
 
-    async def _usable_token(self, integration_id: int, failed: str | None) -> str | None:
+    async def _usable_token(
+        self, integration_id: int, failed: str | None, row: Any = None
+    ) -> str | None:
         """The stored access token if it is good for 5 more minutes (and not `failed`)."""
-        row = await self.store.get(integration_id)
+        if row is None:
+            row = await self.store.read(integration_id)
         if row is None:
             raise TokenUnavailable("The Google Calendar integration is gone")
         config = self.store.config(row)
@@ -400,14 +537,17 @@ class GoogleCalendarConnector(Connector):
         params: dict[str, str] | None = None,
         json_body: Any = None,
         retry_unsafe: bool = False,
+        row: Any = None,
     ) -> HttpResult:
         """A Calendar/userinfo call with a fresh token; a 401 refreshes once and retries once.
 
         Rate limits (429, 5xx, and 403 rateLimitExceeded/userRateLimitExceeded, which only the
         body tells apart from other 403s) back off with jitter, RATE_LIMIT_TRIES at most:
         https://developers.google.com/calendar/api/guides/errors#backoff
+
+        `row`: the integration as just read, if the caller has it (see access_token).
         """
-        token = await self.access_token(integration_id)
+        token = await self.access_token(integration_id, row=row)
         attempt = 0
         while True:
             attempt += 1
@@ -547,9 +687,14 @@ class GoogleCalendarConnector(Connector):
 
     async def sync_work(self, row: Integration) -> SyncOutcome:
         """Import and/or export for one integration (the job's work and the manual sync's)."""
-        row = await self.store.get(row.id) or row  # the freshest config
+        # One read: the freshest config, and the state of the project imported events go to.
+        async with self.db.reads() as conn:
+            fresh = (await conn.execute(_SYNC_READ, {"id": row.id})).first()
+        if fresh is not None and fresh.provider == self.provider:
+            row = fresh
         config = self.store.config(row)
         direction = config.get("sync_direction") or "import"
+        project_status = getattr(row, "import_project_status", None)
         now = self.now()
         app_tz, _ = await self.db.app_settings()
         counts = _counts()
@@ -557,7 +702,9 @@ class GoogleCalendarConnector(Connector):
         export_complete = False
         try:
             if direction in ("import", "both"):
-                fetch_error = await self._import(row, config, now, app_tz, counts)
+                fetch_error = await self._import(
+                    row, config, project_status, now, app_tz, counts
+                )
             if direction in ("export", "both") and fetch_error is None:
                 fetch_error, export_complete = await self._export(
                     row, config, now, app_tz, counts
@@ -570,23 +717,26 @@ class GoogleCalendarConnector(Connector):
                 outcome.detail["reconnect_required"] = True
             return outcome
 
-        async def mark(_row: Integration, cfg: Config, _session: AsyncSession) -> None:
-            cfg.set("last_sync_at", now.isoformat())
-            if export_complete:
-                cfg.set(LAST_EXPORT_AT, now.isoformat())
-
-        await self.store.update(row.id, mark)
         touched = (
             counts["imported"] + counts["updated"] + counts["deleted"] + counts["exported"]
         )
-        return SyncOutcome.from_counts(touched, list(counts["errors"]), fetch_error, counts=counts)
+        outcome = SyncOutcome.from_counts(
+            touched, list(counts["errors"]), fetch_error, counts=counts
+        )
+        # Written with the outcome, in one statement if the config is still the one read here.
+        outcome.config["last_sync_at"] = now.isoformat()
+        if export_complete:
+            outcome.config[LAST_EXPORT_AT] = now.isoformat()
+        outcome.seen_config = row.config
+        return outcome
 
     # -- import -------------------------------------------------------------------------------
 
     async def _import(
         self,
-        row: Integration,
+        row: Any,
         config: Config,
+        project_status: str | None,
         now: datetime,
         app_tz: tzinfo,
         counts: dict[str, Any],
@@ -596,18 +746,18 @@ class GoogleCalendarConnector(Connector):
         if project_id is None:
             counts["errors"].append("Choose a project for imported events")
             return None
-        async with self.db.sessions() as session:
-            project = await session.get(Project, project_id)
-        if project is None or project.status != "active":
-            state = project.status if project else "missing"
+        if project_status != "active":  # None: the project is gone
+            state = project_status or "missing"
             counts["errors"].append(f"The project for imported events is {state}; choose another")
             return None
         calendar_id = config.get("calendar_id") or "primary"
         url = self.settings.google_calendar_api_url + core.calendar_path(calendar_id)
         page_token: str | None = None
+        fresh = row  # just read: the first call's token check needs no read of its own
         for _ in range(core.MAX_PAGES):
             params = core.list_params(now, config.get("sync_days_back"), page_token)
-            answer = await self.api(row.id, "GET", url, params=params)
+            answer = await self.api(row.id, "GET", url, params=params, row=fresh)
+            fresh = None
             if not answer.ok:
                 return core.classify_api_error(answer.status, answer.data).message
             try:
@@ -616,169 +766,201 @@ class GoogleCalendarConnector(Connector):
                 return f"Google Calendar answered in an unexpected way: {exc}"
             for bad in page.invalid:
                 counts["errors"].append(f"event {bad.event_id or '?'}: {bad.error}")
-            for event in page.items:
-                try:
-                    await self._import_one(row, project_id, event, now, app_tz, counts)
-                except Exception as exc:  # one bad event must not sink the others
-                    log.warning("google import: event %s failed", event.id, exc_info=True)
-                    counts["errors"].append(f"event {event.id}: {type(exc).__name__}")
+            await self._import_page(row, project_id, page.items, now, app_tz, counts)
             page_token = page.next_page_token
             if not page_token:
                 return None
         counts["errors"].append(f"stopped after {core.MAX_PAGES} pages of events")
         return None
 
-    async def _import_one(
+    async def _import_page(
         self,
-        row: Integration,
+        row: Any,
         project_id: int,
-        event: core.CalendarEvent,
+        events: tuple[core.CalendarEvent, ...],
         now: datetime,
         app_tz: tzinfo,
         counts: dict[str, Any],
     ) -> None:
-        decision = core.import_decision(event, now=now)
-        if isinstance(decision, core.Skip) and decision.reason != "cancelled":
-            counts["skipped"] += 1
+        """One page of events: decided in Python, then written in one transaction."""
+        batch: dict[str, _Candidate] = {}  # by event id; a repeated id keeps its last version
+        for event in events:
+            decision = core.import_decision(event, now=now)
+            if isinstance(decision, core.Skip) and decision.reason != "cancelled":
+                counts["skipped"] += 1
+                continue
+            try:
+                candidate = _Candidate.of(event, decision, app_tz)
+            except Exception as exc:  # one bad event must not sink the others
+                log.warning("google import: event %s failed", event.id, exc_info=True)
+                counts["errors"].append(f"event {event.id}: {type(exc).__name__}")
+                continue
+            if batch.pop(event.id, None) is not None:
+                counts["skipped"] += 1
+            batch[event.id] = candidate
+        if not batch:
             return
-        if isinstance(decision, core.Skip) and not await self._linked(row.id, event.id):
-            counts["skipped"] += 1  # a cancelled event we never imported: no write needed
+        if all(c.cancelled for c in batch.values()) and not await self._any_linked(
+            row.id, list(batch)
+        ):
+            counts["skipped"] += len(batch)  # cancelled events we never imported: no write
             return
         now_wall = to_wall(now, app_tz)
-        async with self.db.write_transaction() as session:
-            async with self.db.xact_lock(session, "gcal-event", row.id, event.id):
-                link = (
-                    await session.execute(
-                        select(CalendarLink).where(
-                            CalendarLink.integration_id == row.id,
-                            CalendarLink.event_id == event.id,
-                        )
-                    )
-                ).scalar_one_or_none()
-                try:
-                    if isinstance(decision, core.Skip):  # cancelled: follow it if ours
-                        action = await self._cancelled(session, link)
-                    else:
-                        action = await self._upsert(
-                            session, row, project_id, event, link, app_tz, now_wall
-                        )
-                    await session.commit()
-                except IntegrityError:  # a concurrent sync linked it first: nothing twice
-                    await session.rollback()
-                    action = "skipped"
-        counts[action] += 1
+        # In event id order, so two syncs of one calendar lock rows in the same order.
+        ordered = sorted(batch.values(), key=lambda c: c.event.id)
+        await self._import_batch(row, project_id, ordered, now_wall, counts)
 
-    async def _linked(self, integration_id: int, event_id: str) -> bool:
-        async with self.db.sessions() as session:
-            found = await session.execute(
-                select(CalendarLink.id).where(
-                    CalendarLink.integration_id == integration_id,
-                    CalendarLink.event_id == event_id,
-                )
+    async def _import_batch(
+        self,
+        row: Any,
+        project_id: int,
+        batch: list[_Candidate],
+        now_wall: datetime,
+        counts: dict[str, Any],
+    ) -> None:
+        """Write a batch in one transaction; if it fails, each event alone, so one bad event
+        does not sink the others."""
+        failure: Exception | None = None
+        try:
+            try:
+                tally = await self._write_batch(row, project_id, batch, now_wall)
+            except IntegrityError:
+                # Someone linked one of these events first (the unique key held): once more,
+                # now reading what they wrote, so nothing is created twice.
+                tally = await self._write_batch(row, project_id, batch, now_wall)
+        except Exception as exc:
+            failure = exc
+        if failure is None:
+            for key, value in tally.items():
+                counts[key] += value
+            return
+        if len(batch) > 1:
+            for candidate in batch:
+                await self._import_batch(row, project_id, [candidate], now_wall, counts)
+            return
+        event_id = batch[0].event.id
+        log.warning("google import: event %s failed", event_id, exc_info=failure)
+        counts["errors"].append(f"event {event_id}: {type(failure).__name__}")
+
+    async def _any_linked(self, integration_id: int, event_ids: list[str]) -> bool:
+        async with self.db.reads() as conn:
+            found = await conn.execute(
+                _SELECT_LINKS, {"integration_id": integration_id, "event_ids": event_ids}
             )
             return found.first() is not None
 
-    async def _cancelled(self, session: AsyncSession, link: CalendarLink | None) -> str:
-        if link is None or link.direction != "import":
-            return "skipped"
-        entry = await session.get(TimeEntry, link.entry_id)
-        if entry is not None and entry.updated_at != link.entry_updated_at:
-            return "skipped"  # edited in TimeTracker: the user's version stays
-        if entry is not None:
-            await session.delete(entry)
-        await session.delete(link)
-        return "deleted" if entry is not None else "skipped"
+    async def _write_batch(
+        self, row: Any, project_id: int, batch: list[_Candidate], now_wall: datetime
+    ) -> dict[str, int]:
+        """Import, update or remove a batch's entries in one transaction.
 
-    async def _upsert(
-        self,
-        session: AsyncSession,
-        row: Integration,
-        project_id: int,
-        event: core.CalendarEvent,
-        link: CalendarLink | None,
-        app_tz: tzinfo,
-        now_wall: datetime,
-    ) -> str:
-        times = core.entry_times(event, app_tz)
-        notes = core.entry_notes(event)
-        if link is not None:
-            if link.direction != "import":
-                return "skipped"
-            entry = await session.get(TimeEntry, link.entry_id)
-            if entry is None or entry.updated_at != link.entry_updated_at:
-                return "skipped"  # deleted or edited in TimeTracker: left alone
-            if (entry.start_time, entry.end_time, entry.notes) == (times.start, times.end, notes):
-                return "skipped"
-            entry.start_time, entry.end_time = times.start, times.end
-            entry.duration_seconds = times.duration_seconds
-            entry.notes = notes
-            entry.updated_at = now_wall
-            link.entry_updated_at = now_wall
-            link.event_updated = _naive_utc(event.updated)
-            return "updated"
-        adopted = await self._marked_entry(session, row.user_id, event.id)
-        if adopted is not None:
-            session.add(
-                CalendarLink(
-                    integration_id=row.id,
-                    event_id=event.id,
-                    entry_id=adopted.id,
-                    direction="import",
-                    event_updated=_naive_utc(event.updated),
-                    entry_updated_at=adopted.updated_at,
-                    created_at=utcnow_naive(),
+        The unique key on (integration, event id) is what keeps two syncs of one integration
+        from creating anything twice: the one that links an event second fails on it, its whole
+        transaction (entries included) is rolled back, and _import_batch plans the batch again
+        from what the first one wrote. An entry nobody edited (its updated_at is the one its
+        link remembers) follows its event; an edited one stays.
+        """
+        tally = {"imported": 0, "updated": 0, "deleted": 0, "skipped": 0}
+        created = utcnow_naive()
+        async with self.db.write_connection() as conn:  # committed at the end
+            links = {
+                link.event_id: link
+                for link in await conn.execute(
+                    _SELECT_LINKS,
+                    {"integration_id": row.id, "event_ids": [c.event.id for c in batch]},
                 )
-            )
-            await session.flush()
-            return "skipped"
-        entry = TimeEntry(
-            user_id=row.user_id,
-            project_id=project_id,
-            task_id=None,
-            start_time=times.start,
-            end_time=times.end,
-            duration_seconds=times.duration_seconds,
-            break_seconds=0,
-            notes=notes,
-            source=IMPORT_SOURCE,
-            billable=False,
-            paid=False,
-            created_at=now_wall,
-            updated_at=now_wall,
-        )
-        session.add(entry)
-        await session.flush()
-        session.add(
-            CalendarLink(
-                integration_id=row.id,
-                event_id=event.id,
-                entry_id=entry.id,
-                direction="import",
-                event_updated=_naive_utc(event.updated),
-                entry_updated_at=now_wall,
-                created_at=utcnow_naive(),
-            )
-        )
-        await session.flush()
-        return "imported"
-
-    async def _marked_entry(
-        self, session: AsyncSession, user_id: int, event_id: str
-    ) -> TimeEntry | None:
-        """An entry of the user's whose notes carry [gcal:{id}] (imported by an older version)."""
-        pattern = f"%{_like_escape(core.gcal_marker(event_id))}%"
-        candidates = (
-            await session.execute(
-                select(TimeEntry)
-                .where(TimeEntry.user_id == user_id, TimeEntry.notes.like(pattern, escape="\\"))
-                .order_by(TimeEntry.id)
-                .limit(5)
-            )
-        ).scalars()
-        for entry in candidates:
-            if event_id in core.marked_event_ids(entry.notes):
-                return entry
-        return None
+            }
+            unlinked = [
+                c.event.id for c in batch if not c.cancelled and c.event.id not in links
+            ]
+            marked = await _marked_entries(conn, row.user_id, unlinked) if unlinked else {}
+            drop_links: list[int] = []
+            drop_entries: list[int] = []
+            moves: list[dict[str, Any]] = []
+            new_links: list[dict[str, Any]] = []
+            new_entries: list[tuple[_Candidate, dict[str, Any]]] = []
+            for c in batch:
+                event = c.event
+                link = links.get(event.id)
+                entry = link if link is not None and link.entry_found is not None else None
+                if link is not None and (
+                    link.direction != "import"
+                    or (entry is not None and entry.updated_at != link.entry_updated_at)
+                ):
+                    tally["skipped"] += 1  # exported, or edited in TimeTracker: left alone
+                elif c.cancelled:  # follow it if it is ours
+                    if link is None:
+                        tally["skipped"] += 1
+                        continue
+                    drop_links.append(link.id)
+                    if entry is not None:
+                        drop_entries.append(entry.entry_id)
+                    tally["deleted" if entry is not None else "skipped"] += 1
+                elif link is not None:
+                    assert c.times is not None
+                    if entry is None or (entry.start_time, entry.end_time, entry.notes) == (
+                        c.times.start, c.times.end, c.notes
+                    ):
+                        tally["skipped"] += 1  # deleted in TimeTracker, or unchanged
+                        continue
+                    moves.append(
+                        {
+                            "b_entry": entry.entry_id,
+                            "b_link": link.id,
+                            "b_start": c.times.start,
+                            "b_end": c.times.end,
+                            "b_duration": c.times.duration_seconds,
+                            "b_notes": c.notes,
+                            "b_now": now_wall,
+                            "b_event_updated": _naive_utc(event.updated),
+                        }
+                    )
+                    tally["updated"] += 1
+                elif event.id in marked:  # imported by TimeTracker itself: adopted
+                    adopted = marked[event.id]
+                    new_links.append(
+                        _link_values(row.id, event, adopted.id, adopted.updated_at, created)
+                    )
+                    tally["skipped"] += 1
+                else:
+                    assert c.times is not None
+                    new_entries.append(
+                        (
+                            c,
+                            {
+                                "user_id": row.user_id,
+                                "project_id": project_id,
+                                "task_id": None,
+                                "start_time": c.times.start,
+                                "end_time": c.times.end,
+                                "duration_seconds": c.times.duration_seconds,
+                                "break_seconds": 0,
+                                "notes": c.notes,
+                                "source": IMPORT_SOURCE,
+                                "billable": False,
+                                "paid": False,
+                                "created_at": now_wall,
+                                "updated_at": now_wall,
+                            },
+                        )
+                    )
+                    tally["imported"] += 1
+            if drop_links:
+                await conn.execute(_DELETE_LINKS, {"ids": drop_links})
+            if drop_entries:
+                await conn.execute(_DELETE_ENTRIES, {"ids": drop_entries})
+            if moves:
+                await conn.execute(_MOVE_ENTRY, moves)
+                await conn.execute(_MOVE_LINK, moves)
+            if new_entries:
+                ids = (
+                    await conn.execute(_INSERT_ENTRY, [values for _c, values in new_entries])
+                ).scalars().all()
+                for (c, _values), entry_id in zip(new_entries, ids, strict=True):
+                    new_links.append(_link_values(row.id, c.event, entry_id, now_wall, created))
+            if new_links:
+                await conn.execute(_INSERT_LINK, new_links)
+        return tally
 
     # -- export -------------------------------------------------------------------------------
 
