@@ -91,6 +91,13 @@ def migrated_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         url, name = await fresh_database_url(tmp_path_factory.mktemp("db"))
         engine = create_async_engine(url)
         await upgrade(engine)
+        if name and os.environ.get("TEST_CONFIG_AS_JSON"):
+            # As in a real TimeTracker database: integrations.config is `json` there (the
+            # gateway's own baseline makes it jsonb), which has no `=` operator.
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql(
+                    "ALTER TABLE integrations ALTER COLUMN config TYPE json"
+                )
         await engine.dispose()
         return url, name
 

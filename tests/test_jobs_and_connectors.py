@@ -208,6 +208,52 @@ async def test_record_sync_sets_config_keys_and_never_loses_a_change(ready_app, 
     assert store.config(fresh).secret("api_token") == "ghp_second"
 
 
+@pytest.mark.postgres
+async def test_record_sync_in_one_statement_on_timetrackers_json_column(ready_app, made) -> None:
+    """TimeTracker's own integrations.config is `json`, which has no `=` operator: the
+    compare-and-set compares it as jsonb (the suite's schema has jsonb there)."""
+    db = ready_app[keys.DB]
+    async with db.engine.begin() as conn:
+        was = (
+            await conn.exec_driver_sql(
+                "SELECT data_type FROM information_schema.columns "
+                "WHERE table_name = 'integrations' AND column_name = 'config'"
+            )
+        ).scalar_one()
+        await conn.exec_driver_sql("ALTER TABLE integrations ALTER COLUMN config TYPE json")
+    write_transaction = db.write_transaction
+    transactions = 0
+
+    def counting():  # type: ignore[no-untyped-def]
+        nonlocal transactions
+        transactions += 1
+        return write_transaction()
+
+    try:
+        user = await made.user()
+        store = store_for(ready_app)
+        row = await store.get_or_create(user.id)
+
+        async def put(r, c, session) -> None:  # type: ignore[no-untyped-def]
+            c.set("calendar", "primary")
+
+        row, _ = await store.update(row.id, put)
+        db.write_transaction = counting
+        await store.record_sync(
+            row.id, "success", config={"last_sync_at": "t1"}, seen=dict(row.config)
+        )
+        assert transactions == 0  # the one statement matched: no locked fallback
+        fresh = await store.get(row.id)
+        assert fresh.last_sync_status == "success"
+        assert fresh.config["last_sync_at"] == "t1" and fresh.config["calendar"] == "primary"
+    finally:
+        db.write_transaction = write_transaction
+        async with db.engine.begin() as conn:
+            await conn.exec_driver_sql(  # back as the session's database had it
+                f"ALTER TABLE integrations ALTER COLUMN config TYPE {was} USING config::{was}"
+            )
+
+
 async def test_rotate_keys_rewraps_plaintext_and_old_keys(ready_app, made) -> None:
     from cryptography.fernet import Fernet
 

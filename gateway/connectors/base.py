@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, cast, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.connectors.fields import Field, FieldError, FieldTable, boolean
@@ -252,9 +253,12 @@ class IntegrationStore:
             for key, value in (config or {}).items():
                 merged.set(key, value)
             merged.rewrap_secrets()
+            unchanged = (
+                _RECORD_SYNC_IF_UNCHANGED_PG if self.db.is_postgres else _RECORD_SYNC_IF_UNCHANGED
+            )
             async with self.db.single_write() as conn:
                 done = await conn.execute(
-                    _RECORD_SYNC_IF_UNCHANGED,
+                    unchanged,
                     {**values, "b_config": merged.raw, "b_seen": seen, "b_now": utcnow_naive()},
                 )
             if done.rowcount == 1:
@@ -298,6 +302,11 @@ _RECORD_SYNC = (
 # row written differently fails the check and takes the locked path, never a wrong write).
 _RECORD_SYNC_IF_UNCHANGED = _RECORD_SYNC.where(
     _INTEGRATIONS.c.config == bindparam("b_seen", type_=_INTEGRATIONS.c.config.type)
+)
+# PostgreSQL: TimeTracker's own column is `json`, which has no equality operator; compared as
+# jsonb (the gateway's test databases have jsonb there: both work).
+_RECORD_SYNC_IF_UNCHANGED_PG = _RECORD_SYNC.where(
+    cast(_INTEGRATIONS.c.config, JSONB) == bindparam("b_seen", type_=JSONB)
 )
 
 
