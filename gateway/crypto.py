@@ -66,6 +66,9 @@ def load_or_create_primary_key(
     return value, str(path)
 
 
+CURRENT_CACHE_SIZE = 4096  # ciphertexts remembered as current (a few hundred KiB at most)
+
+
 class SecretBox:
     """Encrypts with the primary key, decrypts with the primary or any old key."""
 
@@ -73,6 +76,9 @@ class SecretBox:
         self._primary = Fernet(primary.encode())
         self._all = MultiFernet([self._primary, *(Fernet(k.encode()) for k in old)])
         self._primary_key = primary
+        # Ciphertexts seen to be under the primary key: every config write asks again, and
+        # a Fernet decryption only to learn "still current" is most of a sync's crypto work.
+        self._current: set[str] = set()
 
     def encrypt(self, plaintext: str) -> str:
         return PREFIX + self._primary.encrypt(plaintext.encode()).decode()
@@ -96,10 +102,15 @@ class SecretBox:
             return False
         if not stored.startswith(PREFIX):
             return True
+        if stored in self._current:
+            return False
         try:
             self._primary.decrypt(stored[len(PREFIX) :].encode())
         except InvalidToken:
             return True
+        if len(self._current) >= CURRENT_CACHE_SIZE:
+            self._current.clear()
+        self._current.add(stored)
         return False
 
     def rewrap(self, stored: str) -> str:

@@ -119,6 +119,8 @@ def test_old_keys_decrypt_and_rotation_moves_to_primary() -> None:
     assert box.needs_rewrap(stored)
     rewrapped = box.rewrap(stored)
     assert not box.needs_rewrap(rewrapped)
+    # Remembered answers stay true: current stays current, an old key's value still needs it.
+    assert not box.needs_rewrap(rewrapped) and box.needs_rewrap(stored)
     assert SecretBox(new).decrypt(rewrapped) == "ghp_secret"
     with pytest.raises(SecretError):
         SecretBox(new).decrypt(stored)
