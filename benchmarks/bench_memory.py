@@ -206,7 +206,6 @@ def fires_in(spec: str, start: datetime, end: datetime) -> list[datetime]:
 
 async def compressed_day(args: argparse.Namespace) -> dict[str, Any]:
     google = SlowGoogle(0.0)
-    google.valid.update(f"ya29.user-{i}" for i in range(args.google_users))
     posts: list[dict[str, Any]] = []
     runners = []
     urls = []
