@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -767,6 +768,70 @@ async def test_moved_and_cancelled_events_are_followed(connected: G) -> None:
     assert (await g.sync())["updated"] == 0
     [kept] = [e for e in await g.entries() if e.id == after["evt001abc"].id]
     assert kept.start_time == datetime(2026, 11, 24, 11)
+
+
+@pytest.mark.postgres
+async def test_an_edit_between_the_pages_read_and_its_write_is_kept(
+    connected: G, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user edits entries in TimeTracker while a sync has read them but not yet written:
+    neither the moved event's entry nor the cancelled one's is overwritten or removed."""
+    from gateway.connectors.google import service
+
+    g = connected
+    await g.sync()
+    before = g.by_event(await g.entries())
+    moved = g.fake.event("evt001abc")
+    moved["start"]["dateTime"] = "2026-11-24T11:00:00+01:00"
+    moved["end"]["dateTime"] = "2026-11-24T12:00:00+01:00"
+    cancelled = g.fake.event("evt004abc")
+    cancelled.clear()
+    cancelled.update(id="evt004abc", status="cancelled", kind="calendar#event")
+    write = service._PG_WRITE
+    edited: set[int] = set()
+
+    async def edit(ids: list[int]) -> None:
+        async with g.db.sessions() as s:
+            await s.execute(
+                update(TimeEntry)
+                .where(TimeEntry.id.in_(ids))
+                .values(
+                    notes="edited by hand " + TimeEntry.notes,
+                    updated_at=datetime(2026, 11, 27, 9),
+                )
+            )
+            await s.commit()
+        edited.update(ids)
+
+    # The edit commits after the page was read and planned, just before its write: the
+    # entries that write is about to move ($4) or remove ($2).
+    real_connection = g.db.driver_connection
+
+    @contextlib.asynccontextmanager
+    async def driver_connection():  # type: ignore[no-untyped-def]
+        async with real_connection() as raw:
+            execute = raw.execute
+
+            async def edited_then_execute(query, *params):  # type: ignore[no-untyped-def]
+                if query is write and (list(params[3]) + list(params[1])):
+                    await edit(list(params[3]) + list(params[1]))
+                return await execute(query, *params)
+
+            class Wrapped:
+                def __getattr__(self, name):  # type: ignore[no-untyped-def]
+                    return getattr(raw, name)
+
+                execute = staticmethod(edited_then_execute)
+
+            yield Wrapped()
+
+    monkeypatch.setattr(g.db, "driver_connection", driver_connection)
+    await g.sync()
+    assert edited == {before["evt001abc"].id, before["evt004abc"].id}  # both raced
+    after = g.by_event(await g.entries())
+    assert after["evt001abc"].notes.startswith("edited by hand")
+    assert after["evt001abc"].start_time == before["evt001abc"].start_time  # not moved
+    assert after["evt004abc"].notes.startswith("edited by hand")  # not removed
 
 
 async def test_rate_limits_back_off_with_jitter_then_succeed(connected: G) -> None:

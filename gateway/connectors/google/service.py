@@ -178,7 +178,8 @@ _DELETE_LINKS = delete(_LINKS).where(_LINKS.c.id.in_(bindparam("ids", expanding=
 _DELETE_ENTRIES = delete(_ENTRIES).where(_ENTRIES.c.id.in_(bindparam("ids", expanding=True)))
 _MOVE_ENTRY = (
     update(_ENTRIES)
-    .where(_ENTRIES.c.id == bindparam("b_entry"))
+    # Only while nobody has edited it since the sync read it.
+    .where(_ENTRIES.c.id == bindparam("b_entry"), _ENTRIES.c.updated_at == bindparam("b_was"))
     .values(
         start_time=bindparam("b_start"),
         end_time=bindparam("b_end"),
@@ -311,7 +312,9 @@ class _Plan:
 
     tally: dict[str, int]
     drop_links: list[int] = field(default_factory=list)
+    drop_link_entries: list[int | None] = field(default_factory=list)  # None: entry gone
     drop_entries: list[int] = field(default_factory=list)
+    drop_entry_was: list[datetime] = field(default_factory=list)  # updated_at as read
     moves: list[dict[str, Any]] = field(default_factory=list)
     adoptions: list[dict[str, Any]] = field(default_factory=list)  # link rows
     new_entries: list[_Candidate] = field(default_factory=list)
@@ -375,6 +378,9 @@ class _Plan:
             [a["entry_id"] for a in self.adoptions],
             [a["event_updated"] for a in self.adoptions],
             [a["entry_updated_at"] for a in self.adoptions],
+            self.drop_entry_was,
+            self.drop_link_entries,
+            [m["b_was"] for m in self.moves],
         ]
 
 
@@ -404,8 +410,10 @@ def _plan(
                 tally["skipped"] += 1
                 continue
             plan.drop_links.append(link.id)
+            plan.drop_link_entries.append(entry.entry_id if entry is not None else None)
             if entry is not None:
                 plan.drop_entries.append(entry.entry_id)
+                plan.drop_entry_was.append(link.entry_updated_at)
             tally["deleted" if entry is not None else "skipped"] += 1
         elif link is not None:
             assert c.times is not None
@@ -424,6 +432,7 @@ def _plan(
                     "b_notes": c.notes,
                     "b_now": now_wall,
                     "b_event_updated": _naive_utc(event.updated),
+                    "b_was": link.entry_updated_at,
                 }
             )
             tally["updated"] += 1
@@ -452,22 +461,31 @@ _PG_MARKED = (
     "WHERE user_id = $1 AND notes LIKE ANY($2::text[])"
 )
 # New entries and their links are matched on the notes, which end in the event's own
-# [gcal:{id}] marker and so differ between the events of a batch.
+# [gcal:{id}] marker and so differ between the events of a batch. A move or a removal checks
+# again, as it writes, that the entry's updated_at is still the one its link remembers: an
+# edit made in TimeTracker between this page's read and its write is never overwritten.
 _PG_WRITE = """
-WITH drop_links AS (
-    DELETE FROM gateway_calendar_links WHERE id = ANY($1::int[])
-), drop_entries AS (
-    DELETE FROM time_entries WHERE id = ANY($2::int[])
+WITH drop_entries AS (
+    DELETE FROM time_entries AS t
+    USING unnest($2::int[], $26::timestamp[]) AS d(id, was)
+    WHERE t.id = d.id AND t.updated_at = d.was
+    RETURNING t.id
+), drop_links AS (
+    DELETE FROM gateway_calendar_links AS l
+    USING unnest($1::int[], $27::int[]) AS d(id, entry)
+    WHERE l.id = d.id AND (d.entry IS NULL OR d.entry IN (SELECT id FROM drop_entries))
 ), move_entries AS (
     UPDATE time_entries AS t
-    SET start_time = m.s, end_time = m.e, duration_seconds = m.d, notes = m.n, updated_at = $3::timestamp
-    FROM unnest($4::int[], $5::timestamp[], $6::timestamp[], $7::int[], $8::text[])
-        AS m(id, s, e, d, n)
-    WHERE t.id = m.id
+    SET start_time = m.s, end_time = m.e, duration_seconds = m.d, notes = m.n,
+        updated_at = $3::timestamp
+    FROM unnest($4::int[], $5::timestamp[], $6::timestamp[], $7::int[], $8::text[],
+        $28::timestamp[]) AS m(id, s, e, d, n, was)
+    WHERE t.id = m.id AND t.updated_at = m.was
+    RETURNING t.id
 ), move_links AS (
     UPDATE gateway_calendar_links AS l SET entry_updated_at = $3::timestamp, event_updated = m.u
-    FROM unnest($9::int[], $10::timestamp[]) AS m(id, u)
-    WHERE l.id = m.id
+    FROM unnest($9::int[], $10::timestamp[], $4::int[]) AS m(id, u, entry)
+    WHERE l.id = m.id AND m.entry IN (SELECT id FROM move_entries)
 ), v AS (
     SELECT * FROM unnest(
         $11::varchar[], $12::timestamp[], $13::timestamp[], $14::int[], $15::text[],
@@ -483,8 +501,7 @@ WITH drop_links AS (
 INSERT INTO gateway_calendar_links (integration_id, event_id, entry_id, direction,
     event_updated, entry_updated_at, created_at)
 SELECT $20::int, v.event_id, ne.id, 'import', v.u, $3::timestamp, $21::timestamp
-FROM new_entries AS ne
-    JOIN v ON v.n = ne.notes
+FROM new_entries AS ne JOIN v ON v.n = ne.notes
 UNION ALL
 SELECT $20::int, a.event_id, a.entry_id, 'import', a.u, a.at, $21::timestamp
 FROM unnest($22::varchar[], $23::int[], $24::timestamp[], $25::timestamp[])
