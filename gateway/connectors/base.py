@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sqlalchemy import bindparam, cast, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from gateway.connectors.fields import Field, FieldError, FieldTable, boolean
@@ -253,16 +253,27 @@ class IntegrationStore:
             for key, value in (config or {}).items():
                 merged.set(key, value)
             merged.rewrap_secrets()
-            unchanged = (
-                _RECORD_SYNC_IF_UNCHANGED_PG if self.db.is_postgres else _RECORD_SYNC_IF_UNCHANGED
-            )
-            async with self.db.single_write() as conn:
-                done = await conn.execute(
-                    unchanged,
-                    {**values, "b_config": merged.raw, "b_seen": seen, "b_now": utcnow_naive()},
-                )
-            if done.rowcount == 1:
-                return
+            if self.db.is_postgres:  # on the pool's asyncpg connection: a job's hot path
+                async with self.db.driver_connection() as raw:
+                    answer = await raw.execute(
+                        _PG_RECORD_SYNC_IF_UNCHANGED,
+                        json.dumps(merged.raw),
+                        utcnow_naive(),
+                        status,
+                        values["b_error"],
+                        integration_id,
+                        json.dumps(seen),
+                    )
+                if answer == "UPDATE 1":
+                    return
+            else:
+                async with self.db.single_write() as conn:
+                    done = await conn.execute(
+                        _RECORD_SYNC_IF_UNCHANGED,
+                        {**values, "b_config": merged.raw, "b_seen": seen, "b_now": utcnow_naive()},
+                    )
+                if done.rowcount == 1:
+                    return
         async with self.db.write_transaction() as session:
             row = (
                 await session.execute(_LOCK_INTEGRATION_CONFIG, {"id": integration_id})
@@ -303,10 +314,11 @@ _RECORD_SYNC = (
 _RECORD_SYNC_IF_UNCHANGED = _RECORD_SYNC.where(
     _INTEGRATIONS.c.config == bindparam("b_seen", type_=_INTEGRATIONS.c.config.type)
 )
-# PostgreSQL: TimeTracker's own column is `json`, which has no equality operator; compared as
-# jsonb (the gateway's test databases have jsonb there: both work).
-_RECORD_SYNC_IF_UNCHANGED_PG = _RECORD_SYNC.where(
-    cast(_INTEGRATIONS.c.config, JSONB) == bindparam("b_seen", type_=JSONB)
+# The same on PostgreSQL's asyncpg connection. TimeTracker's own column is `json`, which has
+# no equality operator: compared as jsonb (the gateway's own baseline makes it jsonb: both work).
+_PG_RECORD_SYNC_IF_UNCHANGED = (
+    "UPDATE integrations SET config = $1::jsonb, last_sync_at = $2, last_sync_status = $3, "
+    "last_error = $4, updated_at = $2 WHERE id = $5 AND config::jsonb = $6::jsonb"
 )
 
 

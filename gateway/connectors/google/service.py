@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -295,10 +296,15 @@ async def _marked_entries(conn: Any, user_id: int, event_ids: list[str]) -> dict
 
 
 class _Row:
-    """A row's columns as attributes, from a Core row mapping or an asyncpg record."""
+    """A row's columns as attributes, from a Core row mapping or an asyncpg record (whose
+    json columns arrive as text: `json_columns` are decoded)."""
 
-    def __init__(self, record: Any) -> None:
+    def __init__(self, record: Any, json_columns: tuple[str, ...] = ()) -> None:
         self.__dict__.update(dict(record))
+        for name in json_columns:
+            value = self.__dict__.get(name)
+            if isinstance(value, str | bytes):
+                self.__dict__[name] = json.loads(value)
 
 
 def _unlinked(batch: list[_Candidate], links: dict[str, Any]) -> list[str]:
@@ -450,6 +456,12 @@ def _plan(
 
 # PostgreSQL, on the pool's asyncpg connection: the same reads and writes as the Core
 # statements above, the writes as one statement (atomic on its own: no BEGIN, no COMMIT).
+_PG_SYNC_READ = (
+    "SELECT i.*, (SELECT p.status FROM projects AS p WHERE p.id = CASE WHEN "
+    "(i.config->>'default_project_id') ~ '^[0-9]{1,9}$' THEN "
+    "(i.config->>'default_project_id')::integer END) AS import_project_status "
+    "FROM integrations AS i WHERE i.id = $1"
+)
 _PG_LINKS = (
     "SELECT l.id, l.event_id, l.entry_id, l.direction, l.entry_updated_at, "
     "e.id AS entry_found, e.start_time, e.end_time, e.notes, e.updated_at "
@@ -921,8 +933,13 @@ class GoogleCalendarConnector(Connector):
     async def sync_work(self, row: Integration) -> SyncOutcome:
         """Import and/or export for one integration (the job's work and the manual sync's)."""
         # One read: the freshest config, and the state of the project imported events go to.
-        async with self.db.reads() as conn:
-            fresh = (await conn.execute(_SYNC_READ, {"id": row.id})).first()
+        if self.db.is_postgres:  # on the pool's asyncpg connection: a job's hot path
+            async with self.db.driver_connection() as raw:
+                record = await raw.fetchrow(_PG_SYNC_READ, row.id)
+            fresh = _Row(record, json_columns=("config",)) if record is not None else None
+        else:
+            async with self.db.reads() as conn:
+                fresh = (await conn.execute(_SYNC_READ, {"id": row.id})).first()
         if fresh is not None and fresh.provider == self.provider:
             row = fresh
         config = self.store.config(row)
