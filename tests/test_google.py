@@ -170,6 +170,16 @@ class FakeGoogle:
                 return item
         raise KeyError(event_id)
 
+    def move(self, event_id: str, start: str, end: str) -> dict[str, Any]:
+        item = self.event(event_id)
+        item["start"]["dateTime"], item["end"]["dateTime"] = start, end
+        return item
+
+    def cancel(self, event_id: str) -> None:
+        item = self.event(event_id)
+        item.clear()
+        item.update(id=event_id, status="cancelled", kind="calendar#event")
+
 
 class Clock:
     def __init__(self, now: datetime) -> None:
@@ -731,14 +741,10 @@ async def test_moved_and_cancelled_events_are_followed(connected: G) -> None:
     before = g.by_event(await g.entries())
     # evt001 moves an hour later; evt004 is cancelled; evt005 is cancelled but was edited in
     # TimeTracker, so the user's entry stays.
-    moved = g.fake.event("evt001abc")
-    moved["start"]["dateTime"] = "2026-11-24T11:00:00+01:00"
-    moved["end"]["dateTime"] = "2026-11-24T12:00:00+01:00"
+    moved = g.fake.move("evt001abc", "2026-11-24T11:00:00+01:00", "2026-11-24T12:00:00+01:00")
     moved["updated"] = "2026-11-26T09:00:00.000Z"
     for event_id in ("evt004abc", "evt005abc"):
-        item = g.fake.event(event_id)
-        item.clear()
-        item.update(id=event_id, status="cancelled", kind="calendar#event")
+        g.fake.cancel(event_id)
     async with g.db.sessions() as s:
         await s.execute(
             update(TimeEntry)
@@ -781,12 +787,8 @@ async def test_an_edit_between_the_pages_read_and_its_write_is_kept(
     g = connected
     await g.sync()
     before = g.by_event(await g.entries())
-    moved = g.fake.event("evt001abc")
-    moved["start"]["dateTime"] = "2026-11-24T11:00:00+01:00"
-    moved["end"]["dateTime"] = "2026-11-24T12:00:00+01:00"
-    cancelled = g.fake.event("evt004abc")
-    cancelled.clear()
-    cancelled.update(id="evt004abc", status="cancelled", kind="calendar#event")
+    g.fake.move("evt001abc", "2026-11-24T11:00:00+01:00", "2026-11-24T12:00:00+01:00")
+    g.fake.cancel("evt004abc")
     write = service._PG_WRITE
     edited: set[int] = set()
 
