@@ -357,24 +357,23 @@ class _Plan:
         self, row: Any, project_id: int, now_wall: datetime, created: datetime
     ) -> list[Any]:
         """The parameters of _PG_WRITE, in order."""
-        new = [c for c in self.new_entries if c.times is not None]
+        new = [(c, c.times) for c in self.new_entries if c.times is not None]
+
+        def moves(key: str) -> list[Any]:
+            return [m[key] for m in self.moves]
+
         return [
             self.drop_links,
             self.drop_entries,
             now_wall,
-            [m["b_entry"] for m in self.moves],
-            [m["b_start"] for m in self.moves],
-            [m["b_end"] for m in self.moves],
-            [m["b_duration"] for m in self.moves],
-            [m["b_notes"] for m in self.moves],
-            [m["b_link"] for m in self.moves],
-            [m["b_event_updated"] for m in self.moves],
-            [c.event.id for c in new],
-            [c.times.start for c in new if c.times],
-            [c.times.end for c in new if c.times],
-            [c.times.duration_seconds for c in new if c.times],
-            [c.notes for c in new],
-            [_naive_utc(c.event.updated) for c in new],
+            *map(moves, ("b_entry", "b_start", "b_end", "b_duration", "b_notes")),
+            *map(moves, ("b_link", "b_event_updated")),
+            [c.event.id for c, _t in new],
+            [t.start for _c, t in new],
+            [t.end for _c, t in new],
+            [t.duration_seconds for _c, t in new],
+            [c.notes for c, _t in new],
+            [_naive_utc(c.event.updated) for c, _t in new],
             row.user_id,
             project_id,
             IMPORT_SOURCE,
@@ -386,7 +385,7 @@ class _Plan:
             [a["entry_updated_at"] for a in self.adoptions],
             self.drop_entry_was,
             self.drop_link_entries,
-            [m["b_was"] for m in self.moves],
+            moves("b_was"),
         ]
 
 
